@@ -1,0 +1,39 @@
+"""The `lesionlens` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import os
+
+# tensorflow-transform needs Keras 2 (tf_keras); set before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lesionlens import synth
+    from lesionlens.ingest import cli as ingest_cli
+
+    parser = argparse.ArgumentParser(
+        prog="lesionlens", description="Explainable breast-lesion classification (TFX)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    synth.add_cli(sub)
+    ingest_cli.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "accepts_extra", False):
+        return args.func(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

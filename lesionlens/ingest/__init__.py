@@ -1,0 +1,1 @@
+"""Ingestion: image folders (BUSI / MRI layouts) -> split TFRecords of raw tf.Examples."""

@@ -1,0 +1,238 @@
+"""The Beam ingestion job: decode and validate in parallel, split globally, write TFRecords.
+
+Runs on the DirectRunner by default; any Beam runner works through standard pipeline options
+(`--runner DataflowRunner --project ... --temp_location gs://...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from lesionlens.ingest import layouts, records, splits
+
+SKIPPED_TAG = "skipped"
+
+
+@dataclass
+class IngestConfig:
+    src: str
+    out: str
+    layout: str = "auto"
+    classes: tuple[str, ...] | None = None
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    seed: int = 42
+    protocol: str = "grouped"
+    max_distance: int = 6
+    drop_conflicts: bool = False
+    dataset: str | None = None
+
+
+class IngestError(RuntimeError):
+    """Nothing valid to write, or the source cannot be used at all."""
+
+
+class _ReadFn(beam.DoFn):
+    def process(self, c: layouts.Candidate):
+        try:
+            yield records.read_record(c)
+        except records.BadInput as e:
+            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": str(e)})
+
+
+def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
+    """Global step: near-duplicate groups, label conflicts and the split of every image."""
+    items = [splits.Item(i, lab, h) for i, lab, h in keys]
+    groups = splits.near_duplicate_groups(items, cfg.max_distance)
+    conflicts = splits.label_conflicts(items, groups)
+    dropped: dict[str, str] = {}
+    if cfg.drop_conflicts:
+        for c in conflicts:
+            for image_id in c["members"]:
+                labels = sorted(set(c["members"].values()))
+                dropped[image_id] = (
+                    f"label conflict: near-duplicate group {c['group_id']} has labels {labels}"
+                )
+        items = [it for it in items if it.image_id not in dropped]
+    if cfg.protocol == "paper":
+        assignment = splits.paper_split(items, cfg.fractions, cfg.seed)
+    else:
+        assignment = splits.grouped_split(items, groups, cfg.fractions, cfg.seed)
+    multi = {}
+    for image_id, gid in groups.items():
+        multi.setdefault(gid, []).append(image_id)
+    dup_groups = [
+        {"group_id": g, "members": sorted(m)} for g, m in sorted(multi.items()) if len(m) > 1
+    ]
+    labels = {it.image_id: it.label for it in items}
+    return {
+        "assignment": {i: [assignment[i], groups[i], labels[i]] for i in assignment},
+        "dropped": dropped,
+        "duplicate_groups": dup_groups,
+        "label_conflicts": conflicts,
+    }
+
+
+def _with_split(rec: records.Record, plan: dict):
+    entry = plan["assignment"].get(rec.image_id)
+    if entry is not None:
+        yield entry[0], (rec, entry[1])
+
+
+def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: str, dataset: str):
+    """Wires the Beam graph; returns the plan PCollection (one dict) and skipped records."""
+    modality = layouts.MODALITY[layout]
+    read = (
+        p
+        | "Candidates" >> beam.Create(disc.candidates, reshuffle=True)
+        | "ReadAndValidate" >> beam.ParDo(_ReadFn()).with_outputs(SKIPPED_TAG, main="ok")
+    )
+    plan = (
+        read.ok
+        | "Keys" >> beam.Map(lambda r: (r.image_id, r.label, r.phash))
+        | "AllKeys" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(_plan, cfg)
+    )
+    keyed = read.ok | "AttachSplit" >> beam.FlatMap(_with_split, beam.pvalue.AsSingleton(plan))
+    for split in splits.SPLITS:
+        (
+            keyed
+            | f"Only_{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
+            | f"ToExample_{split}"
+            >> beam.Map(lambda kv: records.to_example(kv[1][0], modality, dataset, kv[1][1]))
+            | f"Write_{split}"
+            >> beam.io.WriteToTFRecord(
+                FileSystems.join(cfg.out, split, "data"),
+                file_name_suffix=".tfrecord.gz",
+                compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+            )
+        )
+    work = FileSystems.join(cfg.out, "_work")
+    (
+        plan
+        | "SavePlan" >> beam.Map(json.dumps)
+        | "WritePlan"
+        >> beam.io.WriteToText(
+            FileSystems.join(work, "plan"), file_name_suffix=".json", shard_name_template=""
+        )
+    )
+    (
+        read.skipped
+        | "SkippedJson" >> beam.Map(json.dumps)
+        | "WriteSkipped"
+        >> beam.io.WriteToText(
+            FileSystems.join(work, "skipped"), file_name_suffix=".jsonl", shard_name_template=""
+        )
+    )
+
+
+def _read_text(path: str) -> str:
+    if not FileSystems.exists(path):
+        return ""
+    with FileSystems.open(path) as f:
+        return f.read().decode()
+
+
+def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
+    """Runs the job and returns the manifest (also written to OUT/manifest.json)."""
+    t0 = time.time()
+    layout = layouts.detect_layout(cfg.src) if cfg.layout == "auto" else cfg.layout
+    classes = tuple(cfg.classes or layouts.DEFAULT_CLASSES[layout])
+    disc = layouts.discover(cfg.src, layout, classes)
+    if not disc.candidates:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in disc.skipped[:5])
+        raise IngestError(f"{cfg.src}: no images of classes {', '.join(classes)} found. {reasons}")
+    synthetic = os.path.exists(os.path.join(cfg.src, layouts.SYNTH_MARKER))
+    dataset = cfg.dataset or ("synthetic" if synthetic else layouts.DATASET[layout])
+    print(
+        f"[ingest] {len(disc.candidates)} images ({layout}, classes {','.join(classes)}) from {cfg.src}"
+    )
+    for split in splits.SPLITS:  # a rerun must not mix old shards with new ones
+        old = FileSystems.match([FileSystems.join(cfg.out, split, "data-*")])[0].metadata_list
+        if old:
+            FileSystems.delete([m.path for m in old])
+
+    options = PipelineOptions(beam_args or [])
+    with beam.Pipeline(options=options) as p:
+        build(p, disc, cfg, layout, dataset)
+
+    work = FileSystems.join(cfg.out, "_work")
+    plan = json.loads(_read_text(FileSystems.join(work, "plan.json")) or "null")
+    bad = [
+        json.loads(line)
+        for line in _read_text(FileSystems.join(work, "skipped.jsonl")).splitlines()
+        if line
+    ]
+    skipped = disc.skipped + sorted(bad, key=lambda s: s["path"])
+    if not plan or not plan["assignment"]:
+        _write_manifest(cfg, {"source": cfg.src, "examples": 0, "skipped": skipped})
+        raise IngestError(
+            f"{cfg.src}: no valid images remain ({len(skipped)} inputs skipped, reasons in "
+            f"{FileSystems.join(cfg.out, 'manifest.json')})"
+        )
+    skipped += [{"path": i, "reason": r} for i, r in sorted(plan["dropped"].items())]
+    names = {lab: name for name, lab in layouts.LABELS.items() if name in classes}
+    counts: dict[str, dict[str, int]] = {s: {} for s in splits.SPLITS}
+    for split, _gid, label in plan["assignment"].values():
+        counts[split][names[label]] = counts[split].get(names[label], 0) + 1
+    manifest = {
+        "source": cfg.src,
+        "layout": layout,
+        "dataset": dataset,
+        "modality": layouts.MODALITY[layout],
+        "classes": {names[lab]: lab for lab in sorted(names)},
+        "protocol": cfg.protocol,
+        "fractions": list(cfg.fractions),
+        "seed": cfg.seed,
+        "near_duplicate_max_distance": cfg.max_distance,
+        "examples": len(plan["assignment"]),
+        "counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
+        "excluded_classes": disc.excluded,
+        "duplicate_groups": plan["duplicate_groups"],
+        "label_conflicts": plan["label_conflicts"],
+        "conflicts_dropped": cfg.drop_conflicts,
+        "skipped": skipped,
+        "files": {s: FileSystems.join(cfg.out, s, "data-*.tfrecord.gz") for s in splits.SPLITS},
+        "wall_seconds": round(time.time() - t0, 1),
+    }
+    _write_manifest(cfg, manifest)
+    FileSystems.delete([work])
+    return manifest
+
+
+def _write_manifest(cfg: IngestConfig, manifest: dict) -> None:
+    with FileSystems.create(FileSystems.join(cfg.out, "manifest.json")) as f:
+        f.write(json.dumps(manifest, indent=2).encode())
+
+
+def summary_table(m: dict) -> str:
+    """A short human summary: examples per split and class, duplicates, skipped inputs."""
+    classes = list(m["classes"])
+    head = f"{'split':<6}" + "".join(f"{c:>11}" for c in classes) + f"{'total':>8}"
+    lines = [head]
+    for s in splits.SPLITS:
+        row = [m["counts"][s].get(c, 0) for c in classes]
+        lines.append(f"{s:<6}" + "".join(f"{v:>11}" for v in row) + f"{sum(row):>8}")
+    tot = [sum(m["counts"][s].get(c, 0) for s in splits.SPLITS) for c in classes]
+    lines.append(f"{'all':<6}" + "".join(f"{v:>11}" for v in tot) + f"{sum(tot):>8}")
+    dup = m["duplicate_groups"]
+    lines.append(
+        f"near-duplicate groups: {len(dup)} ({sum(len(g['members']) for g in dup)} images), "
+        f"label conflicts: {len(m['label_conflicts'])}"
+        + (" (dropped)" if m["conflicts_dropped"] else "")
+    )
+    lines.append(
+        f"skipped inputs: {len(m['skipped'])}" + (" (see manifest.json)" if m["skipped"] else "")
+    )
+    for s in m["skipped"][:10]:
+        lines.append(f"  - {s['path']}: {s['reason']}")
+    if len(m["skipped"]) > 10:
+        lines.append(f"  ... and {len(m['skipped']) - 10} more")
+    lines.append(f"protocol {m['protocol']}, seed {m['seed']}, wall time {m['wall_seconds']} s")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""LesionLens: explainable breast-lesion classification as a TFX pipeline."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lesionlens",
+    version="0.1.0",
+    description="TFX pipeline: breast-lesion classification with Grad-CAM, served by TF Serving",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["lesionlens*", "pipeline*", "modules*", "serving*"]),
+    py_modules=["local_runner"],
+    package_data={"": ["*.pbtxt"]},
+    install_requires=[
+        "tfx==1.21.0",
+        "tensorflow==2.21.0",
+        "tf-keras==2.21.0",
+        "tensorflow-transform==1.21.0",
+        "tensorflow-model-analysis==0.52.0",
+        "tensorflow-data-validation==1.21.0",
+        "ml-metadata==1.21.0",
+        "apache-beam[gcp]==2.77.0",
+        "imbalanced-learn==0.14.1",
+        "tensorflow-serving-api>=2.19.1,<2.22",
+        "Pillow>=11,<13",
+        "ImageHash==4.3.2",
+        "numpy>=1.26,<2.3",
+    ],
+    extras_require={
+        "dev": ["pytest==8.3.4", "ruff==0.8.4"],
+    },
+    entry_points={"console_scripts": ["lesionlens=lesionlens.cli:main"]},
+)
