@@ -14,6 +14,7 @@ setup(
         "tfx==1.21.0",
         "tensorflow==2.21.0",
         "tf-keras==2.21.0",
+        "tensorboard==2.21.0",
         "tensorflow-transform==1.21.0",
         "tensorflow-model-analysis==0.52.0",
         "tensorflow-data-validation==1.21.0",

@@ -46,6 +46,8 @@ def _skip(skipped: list[dict], src: str, path: str, reason: str) -> None:
 
 def detect_layout(src: str) -> str:
     """Guesses the layout from class folder names (case-insensitive)."""
+    if not os.path.isdir(src):
+        raise SourceError(f"{src}: source folder does not exist or is not a folder")
     names = {d.lower() for d in _subdirs(src)}
     if names & set(LAYOUT_CLASSES["busi"]):
         return "busi"

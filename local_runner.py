@@ -1,0 +1,104 @@
+"""Runs the pipeline locally with LocalDagRunner and MLMD in sqlite.
+
+    python local_runner.py                       # demo profile on generated data
+    python local_runner.py --profile busi-paper --data out/busi-paper/records
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT needs Keras 2; before TF is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from pipeline.config import PROFILES, REPO_ROOT, profile  # noqa: E402
+
+DEMO_RAW = os.path.join(REPO_ROOT, "demo_data", "busi")
+
+
+def ensure_demo_data(records: str) -> None:
+    """Generates and ingests the synthetic demo set once (deterministic, seed 0)."""
+    if os.path.exists(os.path.join(records, "manifest.json")):
+        return
+    from lesionlens import synth
+    from lesionlens.ingest import job
+
+    print(f"[demo] generating synthetic BUSI-layout data in {DEMO_RAW}")
+    synth.generate(DEMO_RAW, layout="busi", n=40, size=96, seed=0)
+    manifest = job.run(job.IngestConfig(src=DEMO_RAW, out=records))
+    print(job.summary_table(manifest))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    p.add_argument("--data", help="ingestion output folder (OUT of `lesionlens ingest`)")
+    p.add_argument("--output-root", help="pipeline root, MLMD and serving folder (default ./out)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
+    p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
+    p.add_argument("--smote", choices=["pixel", "none"])
+    p.add_argument("--model-name")
+    p.add_argument("--no-cache", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {
+        k: v
+        for k, v in {
+            "data_root": args.data and os.path.abspath(args.data),
+            "output_root": args.output_root and os.path.abspath(args.output_root),
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "weights": args.weights,
+            "smote": args.smote,
+            "model_name": args.model_name,
+        }.items()
+        if v is not None
+    }
+    if args.no_roi:
+        overrides["roi"] = False
+    if args.no_cache:
+        overrides["enable_cache"] = False
+    cfg = profile(args.profile, **overrides)
+    if args.profile == "demo" and not args.data:
+        ensure_demo_data(cfg.data_root)
+    if not os.path.exists(os.path.join(cfg.data_root, "manifest.json")):
+        print(
+            f"error: {cfg.data_root} is not an ingestion output (no manifest.json); run "
+            "`lesionlens ingest SRC OUT` first and pass --data OUT",
+            file=sys.stderr,
+        )
+        return 2
+
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+    from pipeline.results import format_metrics, latest_results
+
+    t0 = time.time()
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+    res = latest_results(cfg)
+    print(f"\n[lesionlens] pipeline finished in {time.time() - t0:.0f} s (profile {args.profile})")
+    print("test-split metrics:\n" + format_metrics(res["metrics"]))
+    if res["pushed"]:
+        print(f"pushed model: {res['pushed_destination']}")
+    else:
+        print("model NOT pushed: the Evaluator did not bless it (see thresholds in pipeline/config.py)")
+    with open(os.path.join(cfg.output_root, "last_run.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Module files loaded by the TFX components (Transform, Trainer) and the SMOTE component."""

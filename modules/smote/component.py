@@ -1,0 +1,60 @@
+"""Component spec: Examples in, Examples out (same split names), resampling parameters."""
+
+from __future__ import annotations
+
+import json
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from modules.smote.executor import Executor
+
+
+class SmoteSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "method": ExecutionParameter(type=str),  # "pixel" (the paper) or "none"
+        "k_neighbors": ExecutionParameter(type=int),
+        "seed": ExecutionParameter(type=int),
+        "target_ratio": ExecutionParameter(type=float),  # minority / majority after resampling
+        "max_memory_gb": ExecutionParameter(type=float),
+        "resample_splits": ExecutionParameter(type=str),  # JSON list, default ["train"]
+    }
+    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
+    OUTPUTS = {"resampled_examples": ChannelParameter(type=standard_artifacts.Examples)}
+
+
+class Smote(base_component.BaseComponent):
+    """Oversamples minority classes of the train split with imbalanced-learn's SMOTE.
+
+    Memory: the train split is held as float32 pixels, 4 * N * S * S * 3 bytes plus the
+    synthetic samples (BUSI paper protocol at 299: ~0.65 GB). Past `max_memory_gb` the
+    component fails with a message instead of swapping; at 10x BUSI (~6.5 GB) raise it or
+    lower image_size.
+    """
+
+    SPEC_CLASS = SmoteSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        method: str = "pixel",
+        k_neighbors: int = 5,
+        seed: int = 42,
+        target_ratio: float = 1.0,
+        max_memory_gb: float = 8.0,
+        resample_splits: tuple[str, ...] = ("train",),
+    ):
+        spec = SmoteSpec(
+            examples=examples,
+            method=method,
+            k_neighbors=k_neighbors,
+            seed=seed,
+            target_ratio=target_ratio,
+            max_memory_gb=max_memory_gb,
+            resample_splits=json.dumps(list(resample_splits)),
+            resampled_examples=types.Channel(type=standard_artifacts.Examples),
+        )
+        super().__init__(spec=spec)

@@ -1,0 +1,76 @@
+"""Transform `preprocessing_fn`: decode, ROI masking and resizing of raw tf.Examples.
+
+The transformed image is stored as a serialized uint8 tensor (one bytes feature): 268 KB per
+image at 299x299 before gzip, a quarter of float32, and it decodes without any arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from modules import features as F
+
+
+def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
+    """One example: RGB uint8 [size, size, 3] and whether a lesion mask was applied.
+
+    ROI = image x mask at the original resolution, then a bilinear resize (the paper's order);
+    an empty mask string (MRI) or an empty mask image leaves the image unchanged.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    has_mask = tf.strings.length(mask_bytes) > 0
+    if roi:
+
+        def masked():
+            mask = tf.io.decode_png(mask_bytes, channels=1) > 0
+            check = tf.debugging.assert_equal(
+                tf.shape(mask)[:2], tf.shape(image)[:2], message="mask size differs from image size"
+            )
+            with tf.control_dependencies([check]):
+                nonempty = tf.reduce_any(mask)
+            masked_image = image * tf.cast(mask, image.dtype)
+            return tf.cond(nonempty, lambda: masked_image, lambda: image), nonempty
+
+        image, has_mask = tf.cond(has_mask, masked, lambda: (image, tf.constant(False)))
+    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return tf.ensure_shape(resized, [size, size, 3]), tf.cast(has_mask, tf.int64)
+
+
+def encode_images(images: tf.Tensor) -> tf.Tensor:
+    """[B, S, S, 3] uint8 -> [B] serialized tensors (the transformed `image` feature)."""
+    return tf.map_fn(tf.io.serialize_tensor, images, fn_output_signature=tf.string)
+
+
+def decode_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
+    """Inverse of `encode_images`, as float32 0..255 (EfficientNetV2 rescales internally)."""
+    images = tf.map_fn(
+        lambda s: tf.io.parse_tensor(s, tf.uint8),
+        serialized,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+    return tf.cast(tf.ensure_shape(images, [None, size, size, 3]), tf.float32)
+
+
+def _flat(t: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(t, [-1])
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
+    """tf.Transform entry point; `custom_config` carries image_size and roi from the config."""
+    size = int(custom_config.get("image_size", 299))
+    roi = bool(custom_config.get("roi", True))
+    images, has_mask = tf.map_fn(
+        lambda x: prepare_image(x[0], x[1], size, roi),
+        (_flat(inputs[F.IMAGE]), _flat(inputs[F.MASK])),
+        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+    )
+    return {
+        F.IMAGE: encode_images(images),
+        F.LABEL: _flat(inputs[F.LABEL]),
+        F.MODALITY: _flat(inputs[F.MODALITY]),
+        F.DATASET: _flat(inputs[F.DATASET]),
+        F.HAS_MASK: has_mask,
+    }

@@ -1,0 +1,79 @@
+"""Every knob of the pipeline in one place; defaults are the paper's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_PATH = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
+
+
+@dataclass
+class PipelineConfig:
+    """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32."""
+
+    data_root: str = os.path.join(REPO_ROOT, "demo_data", "records")
+    output_root: str = os.path.join(REPO_ROOT, "out")
+    pipeline_name: str = "lesionlens"
+    model_name: str = "lesionlens"
+    classes: tuple[str, ...] = ("benign", "malignant")
+    image_size: int = 299
+    roi: bool = True
+    smote: str = "pixel"  # "pixel" (flattened-pixel SMOTE, the paper) or "none"
+    smote_k_neighbors: int = 5
+    smote_target_ratio: float = 1.0
+    smote_max_memory_gb: float = 8.0
+    learning_rate: float = 1e-4
+    epochs: int = 22
+    batch_size: int = 32
+    weights: str = "imagenet"  # "imagenet" | "none" | path to efficientnetv2-b0_notop.h5
+    seed: int = 42
+    # TFMA: lower bounds on the test split, overall and for every slice of the named features.
+    thresholds: dict[str, float] = field(default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5})
+    slice_thresholds: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {"modality": {"binary_accuracy": 0.5}}
+    )
+    slice_features: tuple[str, ...] = ("modality", "dataset", "label", "has_mask")
+    # A candidate may not lose more than this (absolute) against the last blessed model.
+    max_regression: dict[str, float] = field(default_factory=lambda: {"auc": 0.02})
+    beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    enable_cache: bool = True
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_root, "tfx", self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_root, "tfx", "metadata.sqlite")
+
+    @property
+    def serving_root(self) -> str:
+        return os.path.join(self.output_root, "serving")
+
+    def replace(self, **changes) -> PipelineConfig:
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, dict] = {
+    # Synthetic data, tiny images, random init: the whole pipeline in a few minutes on 2 CPUs.
+    "demo": dict(
+        image_size=64, epochs=2, batch_size=16, weights="none",
+        thresholds={"binary_accuracy": 0.0}, slice_thresholds={}, max_regression={},
+    ),
+    # The paper's protocol on BUSI benign+malignant (ingest with --protocol paper).
+    "busi-paper": dict(data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records")),
+    # What fits a CPU-only machine without ImageNet weights (see README for measured numbers).
+    "busi-cpu": dict(
+        data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records"),
+        image_size=224, weights="none",
+    ),
+}
+
+
+def profile(name: str, **overrides) -> PipelineConfig:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PipelineConfig(**{**PROFILES[name], **overrides})

@@ -1,0 +1,63 @@
+"""Reads what the last run produced from MLMD: pushed model path and test-split metrics."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from tfx.orchestration import metadata
+
+from pipeline.config import PipelineConfig
+
+
+def _latest(store: metadata_store.MetadataStore, type_name: str):
+    arts = store.get_artifacts_by_type(type_name)
+    return max(arts, key=lambda a: a.id) if arts else None
+
+
+def latest_results(cfg: PipelineConfig) -> dict:
+    """{'pushed': bool, 'pushed_destination': str|None, 'blessed': bool, 'metrics': {slice: {...}}}"""
+    conn = metadata.sqlite_metadata_connection_config(cfg.metadata_path)
+    store = metadata_store.MetadataStore(conn)
+    out: dict = {"pushed": False, "pushed_destination": None, "blessed": False, "metrics": {}}
+    pushed = _latest(store, "PushedModel")
+    if pushed is not None:
+        props = pushed.custom_properties
+        out["pushed"] = bool(props["pushed"].int_value) if "pushed" in props else False
+        if out["pushed"]:
+            out["pushed_destination"] = props["pushed_destination"].string_value
+    blessing = _latest(store, "ModelBlessing")
+    if blessing is not None and "blessed" in blessing.custom_properties:
+        out["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
+    evaluation = _latest(store, "ModelEvaluation")
+    if evaluation is not None and os.path.exists(evaluation.uri):
+        for slice_key, metrics in _slices(evaluation.uri):
+            out["metrics"][slice_key] = metrics
+    return out
+
+
+def _slices(uri: str):
+    result = tfma.load_eval_result(uri)
+    for slice_key, by_output in result.slicing_metrics:
+        name = "overall" if not slice_key else ",".join(f"{k}={v}" for k, v in slice_key)
+        values = by_output.get("", {}).get("", {})
+        flat = {}
+        for metric, v in values.items():
+            if "doubleValue" in v:
+                flat[metric] = float(v["doubleValue"])  # NaN arrives as the string "NaN"
+            elif "boundedValue" in v:
+                flat[metric] = float(v["boundedValue"]["value"])
+        yield name, flat
+
+
+def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    cols = ["example_count", "binary_accuracy", "auc", "precision", "recall", "specificity", "f1_score"]
+    lines = [f"{'slice':<28}" + "".join(f"{c[:11]:>12}" for c in cols)]
+    for name in sorted(metrics, key=lambda n: (n != "overall", n)):
+        m = metrics[name]
+        lines.append(
+            f"{name[:28]:<28}"
+            + "".join(f"{m[c]:>12.4f}" if c in m else f"{'-':>12}" for c in cols)
+        )
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""A tiny SavedModel with exactly the pushed model's four signatures, for serving tests.
+
+Why: the serving code must be tested against the contract (names, dtypes, shapes, Grad-CAM
+semantics) without waiting for, or depending on, a trained EfficientNetV2B0. The toy decodes
+image bytes like the real model, runs a fixed-weight conv net and computes Grad-CAM with a
+GradientTape on its conv feature map, so batching and per-example heatmaps are exercised.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+SIZE = 16  # model input side
+FEATURE = 8  # Grad-CAM side (one stride-2 conv)
+NUM_CLASSES = 2
+
+_RAW_SPEC = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "modality": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "dataset": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "group_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+_STRINGS = tf.TensorSpec([None], tf.string)
+
+
+class ToyLesionModel(tf.Module):
+    """Fixed random weights; the four serving signatures of the pushed model."""
+
+    def __init__(self, seed: int = 7) -> None:
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.conv_w = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, 6)).astype("float32"))
+        self.conv_b = tf.Variable(rng.normal(0, 0.1, (6,)).astype("float32"))
+        self.dense_w = tf.Variable(rng.normal(0, 1.0, (6, NUM_CLASSES)).astype("float32"))
+        self.dense_b = tf.Variable(np.zeros(NUM_CLASSES, "float32"))
+
+    def _decode_one(self, pair: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        image_bytes, mask_bytes = pair
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [SIZE, SIZE])
+
+        def _mask() -> tf.Tensor:
+            mask = tf.io.decode_png(mask_bytes, channels=1)
+            mask = tf.image.resize(mask, [SIZE, SIZE], method="nearest")
+            return tf.cast(mask > 0, tf.float32)
+
+        mask = tf.cond(tf.strings.length(mask_bytes) > 0, _mask, lambda: tf.ones([SIZE, SIZE, 1]))
+        return image * mask
+
+    def _images(self, image_bytes: tf.Tensor, mask_bytes: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(
+            self._decode_one,
+            (image_bytes, mask_bytes),
+            fn_output_signature=tf.TensorSpec([SIZE, SIZE, 3], tf.float32),
+        )
+
+    def _head(self, images: tf.Tensor, with_gradcam: bool) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            fmap = tf.nn.relu(tf.nn.conv2d(images / 255.0, self.conv_w, 2, "SAME") + self.conv_b)
+            tape.watch(fmap)
+            logits = tf.reduce_mean(fmap, axis=[1, 2]) @ self.dense_w + self.dense_b
+            class_id = tf.argmax(logits, axis=-1)
+            score = tf.gather(logits, class_id, batch_dims=1)
+        out = {"probabilities": tf.nn.softmax(logits), "class_id": class_id}
+        if with_gradcam:
+            grads = tape.gradient(score, fmap)
+            weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1))
+            peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+            out["gradcam"] = cam / (peak + 1e-8)
+        return out
+
+    def _parse(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return tf.io.parse_example(examples, _RAW_SPEC)
+
+    @tf.function(input_signature=[_STRINGS])
+    def serving_default(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        raw = self._parse(examples)
+        return self._head(self._images(raw["image"], raw["mask"]), with_gradcam=True)
+
+    @tf.function(input_signature=[_STRINGS, _STRINGS])
+    def predict_images(self, image_bytes: tf.Tensor, mask_bytes: tf.Tensor) -> dict:
+        return self._head(self._images(image_bytes, mask_bytes), with_gradcam=True)
+
+    @tf.function(input_signature=[_STRINGS])
+    def predict_only(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        raw = self._parse(examples)
+        return self._head(self._images(raw["image"], raw["mask"]), with_gradcam=False)
+
+    @tf.function(input_signature=[_STRINGS])
+    def transform_features(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        raw = self._parse(examples)
+        return {"image_xf": self._images(raw["image"], raw["mask"]), "label": raw["label"]}
+
+
+def save_toy_model(model_base: Path, version: int = 1, seed: int = 7) -> Path:
+    """Writes the toy as ``model_base/<version>/`` (TF Serving layout); returns that dir."""
+    module = ToyLesionModel(seed)
+    path = Path(model_base) / str(version)
+    signatures = {
+        "serving_default": module.serving_default,
+        "predict_images": module.predict_images,
+        "predict_only": module.predict_only,
+        "transform_features": module.transform_features,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path

@@ -1,0 +1,495 @@
+"""The dev server, clients, overlays and CLI against a toy model with the real signatures.
+
+Everything goes over real sockets on 127.0.0.1 (free ports). Empty batches, documented:
+`predict_images([])` raises ValueError without a request; an empty gRPC tensor is passed to the
+model like TF Serving does (the toy, like many models, then fails with INVALID_ARGUMENT); a
+REST body with ``"instances": []`` is rejected as TF Serving rejects it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from serving_toy_model import FEATURE, save_toy_model
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving import overlay
+from serving.cli import add_cli
+from serving.client import GrpcClient, RestClient
+from serving.dev_server import serve
+from serving.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+    SignatureNotFoundError,
+)
+from serving.model_store import clean_tf_message, find_versions
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"a_rgb.png": (40, 30), "b_grey.jpg": (25, 50), "c_wide.png": (400, 8)}
+
+
+def _image_bytes(width: int, height: int, seed: int = 0, fmt: str = "PNG", mode: str = "RGB"):
+    rng = np.random.default_rng(seed)
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _mask_bytes(width: int, height: int) -> bytes:
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory) -> Path:
+    """models/toy/{1,2}: the server must answer from version 2, the highest."""
+    base = tmp_path_factory.mktemp("models") / "toy"
+    save_toy_model(base, version=1, seed=7)
+    save_toy_model(base, version=2, seed=8)
+    (base / "tmp-export").mkdir()  # not an integer: ignored, as by TF Serving
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(model_base):
+    with serve(model_base, "toy", port=0, rest_port=0, version_labels={"stable": 2}) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def direct(model_base):
+    """The served version loaded in-process: the reference every response is compared with."""
+    return tf.saved_model.load(str(model_base / "2"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    (folder / "a_rgb.png").write_bytes(_image_bytes(40, 30, seed=1))
+    (folder / "b_grey.jpg").write_bytes(_image_bytes(25, 50, seed=2, fmt="JPEG", mode="L"))
+    (folder / "c_wide.png").write_bytes(_image_bytes(400, 8, seed=3))
+    (folder / "a_rgb_mask.png").write_bytes(_mask_bytes(40, 30))  # skipped as input
+    return folder
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _raw_predict(target: str, inputs: dict, model="toy", signature="predict_images", **spec):
+    """A hand-built PredictRequest; returns the response or the RpcError."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if "version" in spec:
+        request.model_spec.version.value = spec["version"]
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            return stub.Predict(request, timeout=20)
+        except grpc.RpcError as error:
+            return error
+
+
+def _http(url: str, body: dict | bytes | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _direct_images(direct, images: list[bytes], masks: list[bytes] | None = None) -> dict:
+    masks = masks or [b""] * len(images)
+    out = direct.signatures["predict_images"](
+        image_bytes=tf.constant(images), mask_bytes=tf.constant(masks)
+    )
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def _good_inputs() -> dict:
+    return {"image_bytes": [_image_bytes(20, 20)], "mask_bytes": [b""]}
+
+
+# --- gRPC -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_grpc_predict_matches_direct_call(server, direct, batch):
+    images = [_image_bytes(30 + 7 * i, 20 + 3 * i, seed=i) for i in range(batch)]
+    masks = [_mask_bytes(30 + 7 * i, 20 + 3 * i) if i == 1 else b"" for i in range(batch)]
+    with GrpcClient(server.grpc_target, "toy", signature="predict_images") as client:
+        out = client.predict_images(images, masks)
+        assert client.last_model_spec.version.value == 2  # highest version on disk
+    expected = _direct_images(direct, images, masks)
+    assert out["probabilities"].shape == (batch, 2) and out["probabilities"].dtype == np.float32
+    assert out["class_id"].shape == (batch,) and out["class_id"].dtype == np.int64
+    assert out["gradcam"].shape == (batch, FEATURE, FEATURE)
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-6)
+    assert out["gradcam"].min() >= 0.0 and out["gradcam"].max() <= 1.0
+    for name in expected:
+        np.testing.assert_allclose(out[name], expected[name], atol=1e-6)
+
+
+def test_serving_default_examples_and_version_label(server, direct):
+    images = [_image_bytes(33, 21, seed=4), _image_bytes(400, 8, seed=5)]
+    expected = _direct_images(direct, images)
+    with GrpcClient(server.grpc_target, "toy", version_label="stable") as client:
+        out = client.predict_images(images, image_ids=["x.png", "y.png"])  # serving_default
+    for name in expected:
+        np.testing.assert_allclose(out[name], expected[name], atol=1e-6)
+    with GrpcClient(server.grpc_target, "toy", signature="predict_only") as client:
+        out = client.predict_images(images)
+    assert set(out) == {"probabilities", "class_id"}
+
+
+def test_grpc_metadata_and_status(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = "toy"
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.GetModelMetadata(request, timeout=10)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        inputs = signatures.signature_def["predict_images"].inputs
+        assert set(inputs) == {"image_bytes", "mask_bytes"}
+        assert response.model_spec.version.value == 2
+
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "toy"
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            status_request, timeout=10
+        )
+        [entry] = status.model_version_status
+        assert entry.version == 2
+        assert entry.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+# --- REST -------------------------------------------------------------------------------
+
+
+def test_rest_matches_grpc(server):
+    images = [_image_bytes(30, 20, seed=9), _image_bytes(400, 8, seed=10)]
+    with GrpcClient(server.grpc_target, "toy", signature="predict_images") as client:
+        via_grpc = client.predict_images(images)
+    for signature in ("predict_images", "serving_default"):
+        rest = RestClient(server.rest_url, "toy", signature=signature).predict_images(images)
+        for name in via_grpc:
+            assert rest[name].dtype == via_grpc[name].dtype
+            np.testing.assert_allclose(rest[name], via_grpc[name], atol=1e-6)
+
+    # Row format, as a curl user would send it: one object per instance, bytes as {"b64"}.
+    instances = [
+        {"image_bytes": {"b64": base64.b64encode(image).decode()}, "mask_bytes": ""}
+        for image in images
+    ]
+    url = f"{server.rest_url}/v1/models/toy/labels/stable:predict"
+    status, doc = _http(url, {"signature_name": "predict_images", "instances": instances})
+    assert status == 200, doc
+    assert [row["class_id"] for row in doc["predictions"]] == via_grpc["class_id"].tolist()
+    np.testing.assert_allclose(
+        [row["probabilities"] for row in doc["predictions"]], via_grpc["probabilities"], atol=1e-6
+    )
+
+
+def test_rest_status_metadata_and_errors(server):
+    base = f"{server.rest_url}/v1/models"
+    status, doc = _http(f"{base}/toy")
+    assert status == 200
+    assert doc == {
+        "model_version_status": [
+            {
+                "version": "2",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+    assert _http(f"{base}/toy/versions/1") == (
+        404,
+        {"error": "Could not find version 1 of model toy"},
+    )
+    status, doc = _http(f"{base}/toy/metadata")
+    assert status == 200 and "predict_images" in doc["metadata"]["signature_def"]["signature_def"]
+
+    assert _http(f"{base}/nope:predict", {"instances": [1]}) == (
+        404,
+        {"error": "Servable not found for request: Latest(nope)"},
+    )
+    status, doc = _http(f"{base}/toy:predict", {"signature_name": "nah", "instances": [1]})
+    assert status == 400
+    assert doc["error"] == 'Serving signature name: "nah" not found in signature def'
+    status, doc = _http(f"{base}/toy:predict", b"{not json")
+    assert status == 400 and doc["error"].startswith("JSON Parse error")
+    status, doc = _http(f"{base}/toy:explode", {"instances": [1]})
+    assert status == 400 and doc["error"].startswith("Malformed request: POST")
+    status, doc = _http(f"{base}/toy:predict", {"instances": []})
+    assert status == 400 and "No values in 'instances' array" in doc["error"]
+    bad = {"signature_name": "predict_images", "inputs": {"image_bytes": ["x"], "mask_bytes": [""]}}
+    status, doc = _http(f"{base}/toy:predict", bad)
+    assert status == 400 and doc["error"].startswith("Unknown image file format")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def test_unreachable_server_raises_and_cli_exits_2(images, capsys):
+    port = _closed_port()
+    with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port}"):
+        GrpcClient(f"127.0.0.1:{port}", "toy", timeout_s=5).predict_images([b"x"])
+    with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port}"):
+        RestClient(f"127.0.0.1:{port}", "toy", timeout_s=5).predict_images([b"x"])
+    for extra in ([], ["--rest"]):
+        argv = ["predict", "--server", f"127.0.0.1:{port}", "--model", "toy", *extra]
+        code = _run_cli([*argv, "--timeout", "5", str(images / "a_rgb.png")])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "cannot reach the model server" in err and f"127.0.0.1:{port}" in err
+        assert err.count("\n") == 1  # one clear line, no traceback
+
+
+def test_unknown_model_and_version(server, images, capsys):
+    error = _raw_predict(server.grpc_target, _good_inputs(), model="nope")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "Servable not found for request: Latest(nope)"
+    error = _raw_predict(server.grpc_target, _good_inputs(), version=1)  # not the latest: unloaded
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "Servable not found for request: Specific(toy, 1)"
+    with pytest.raises(ModelNotFoundError, match="model 'nope'"):
+        GrpcClient(server.grpc_target, "nope").predict_images([b"x"])
+    with pytest.raises(ModelNotFoundError, match="Unrecognized servable version label: canary"):
+        GrpcClient(server.grpc_target, "toy", version_label="canary").predict_images([b"x"])
+
+    code = _run_cli(
+        ["predict", "--server", server.grpc_target, "--model", "nope", str(images / "a_rgb.png")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "model not found" in err and "Latest(nope)" in err
+
+
+def test_unknown_signature(server):
+    error = _raw_predict(server.grpc_target, _good_inputs(), signature="nah")
+    # TF Serving's predict_util.cc answers FAILED_PRECONDITION here (REST: INVALID_ARGUMENT).
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == 'Serving signature key "nah" not found.'
+    for client in (
+        GrpcClient(server.grpc_target, "toy", signature="nah", input_format="images"),
+        RestClient(server.rest_url, "toy", signature="nah", input_format="images"),
+    ):
+        with pytest.raises(SignatureNotFoundError, match="signature 'nah'"):
+            client.predict_images([_image_bytes(8, 8)])
+
+
+def test_missing_extra_and_mistyped_inputs(server):
+    target = server.grpc_target
+    error = _raw_predict(target, {"image_bytes": [_image_bytes(8, 8)]})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "input size does not match signature: 1!=2 len({image_bytes}) != "
+        "len({image_bytes,mask_bytes}). Sent extra: {}. Missing but required: {mask_bytes}."
+    )
+    error = _raw_predict(target, {**_good_inputs(), "foo": [b""]})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Sent extra: {foo}. Missing but required: {}." in error.details()
+    error = _raw_predict(target, {"image_bytes": [_image_bytes(8, 8)], "foo": [b""]})
+    assert error.details().startswith("input tensor alias not found in signature: foo.")
+    error = _raw_predict(target, {"image_bytes": [1.0], "mask_bytes": [b""]})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "to be string but float is provided" in error.details()
+
+
+def test_bad_image_bytes_then_server_still_answers(server):
+    error = _raw_predict(
+        server.grpc_target, {"image_bytes": [b"not an image"], "mask_bytes": [b""]}
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("Unknown image file format")
+    assert "Graph execution error" not in error.details()
+    with pytest.raises(InvalidRequestError, match="signature 'predict_images'"):
+        GrpcClient(server.grpc_target, "toy", signature="predict_images").predict_images([b"?"])
+    response = _raw_predict(server.grpc_target, _good_inputs())
+    assert not isinstance(response, grpc.RpcError)
+    assert tf.make_ndarray(response.outputs["probabilities"]).shape == (1, 2)
+
+
+def test_empty_batch(server):
+    with pytest.raises(ValueError, match="at least one image"):
+        GrpcClient(server.grpc_target, "toy").predict_images([])
+    empty = np.array([], dtype=object)
+    error = _raw_predict(server.grpc_target, {"image_bytes": empty, "mask_bytes": empty})
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # the toy's own failure, relayed
+    assert not isinstance(_raw_predict(server.grpc_target, _good_inputs()), grpc.RpcError)
+
+
+def test_clean_tf_message():
+    raw = (
+        "Graph execution error:\n\nDetected at node X defined at (most recent call last):\n"
+        "<stack traces unavailable>\nBad thing.\n\t [[{{node X}}]] [Op:__inference_f_12]"
+    )
+    assert clean_tf_message(raw) == "Bad thing.\n\t [[{{node X}}]]"
+
+
+# --- model dir layout -------------------------------------------------------------------
+
+
+def test_find_versions(tmp_path):
+    base = tmp_path / "lesionlens"
+    for version in ("1", "3", "10"):
+        (base / version).mkdir(parents=True)
+        (base / version / "saved_model.pb").write_bytes(b"")
+    (base / "7").mkdir()  # no saved_model.pb: a half-written push, ignored
+    name, versions = find_versions(base)
+    assert name == "lesionlens" and sorted(versions) == [1, 3, 10]
+    assert find_versions(base / "3") == ("lesionlens", {3: (base / "3").resolve()})
+    with pytest.raises(FileNotFoundError, match="no SavedModel found"):
+        find_versions(base / "7")
+
+
+def test_serve_dev_cli_subprocess(model_base):
+    """``python -m serving.dev_server`` on a version dir: prints addresses, serves, stops on ^C."""
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "serving.dev_server", "--model-dir", str(model_base / "1")]
+    proc = subprocess.Popen(
+        [*command, "--port", "0", "--rest-port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("Press Ctrl-C"):
+            seen.append(lines.get(timeout=60).strip())
+        assert seen[0].startswith("Serving model 'toy' version 1")
+        target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
+        rest = next(line.split()[-1] for line in seen if line.startswith("REST:"))
+        with GrpcClient(target, "toy", signature="predict_images") as client:
+            out = client.predict_images([_image_bytes(12, 12)])
+        assert out["probabilities"].shape == (1, 2)
+        assert _http(rest)[0] == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --- overlay ----------------------------------------------------------------------------
+
+
+def test_overlay_upsample_colours_and_blend():
+    cam = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    big = overlay.upsample(cam, (400, 8))
+    assert big.shape == (8, 400) and big.min() >= 0.0 and big.max() <= 1.0
+    assert big[0, 0] < 0.1 and big[0, -1] > 0.9  # corners keep their values (half-pixel)
+    np.testing.assert_allclose(overlay.upsample(np.full((3, 3), 0.5), (17, 5)), 0.5, atol=1e-6)
+    assert overlay.jet(np.array([0.0, 0.5, 1.0])).tolist() == [
+        [0, 0, 128],
+        [128, 255, 128],
+        [128, 0, 0],
+    ]
+    grey = Image.fromarray(np.full((6, 9), 100, np.uint8))
+    assert np.array_equal(np.asarray(overlay.blend(grey, cam, alpha=0.0)), np.full((6, 9, 3), 100))
+    png = overlay.overlay_png(_image_bytes(400, 8), cam)
+    assert Image.open(io.BytesIO(png)).size == (400, 8)
+    with pytest.raises(ValueError):
+        overlay.upsample(np.zeros(4), (4, 4))
+
+
+# --- predict CLI ------------------------------------------------------------------------
+
+
+def test_predict_cli_folder_writes_overlays_and_json(server, images, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    argv = ["predict", "--server", server.grpc_target, "--model", "toy", "--batch-size", "2"]
+    code = _run_cli([*argv, "--classes", "healthy,sick", "--out", str(out_dir), str(images)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    printed = captured.out.strip().splitlines()
+    assert [Path(line.split("\t")[0]).name for line in printed] == sorted(SIZES)
+    for name, size in SIZES.items():
+        stem = Path(name).stem
+        with Image.open(out_dir / f"{stem}_gradcam.png") as picture:
+            assert picture.size == size and picture.mode == "RGB"
+        record = json.loads((out_dir / f"{stem}.json").read_text())
+        assert record["image_size"] == list(size)
+        assert record["class_name"] == ["healthy", "sick"][record["class_id"]]
+        assert abs(sum(record["probabilities"]) - 1.0) < 1e-5
+        assert np.asarray(record["gradcam"]).shape == (FEATURE, FEATURE)
+    assert not (out_dir / "a_rgb_mask.json").exists()
+
+
+def test_predict_cli_rest_with_mask(server, images, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    argv = ["predict", "--server", server.rest_url, "--rest", "--model", "toy", "--version", "2"]
+    mask = images / "a_rgb_mask.png"
+    code = _run_cli([*argv, str(images / "a_rgb.png"), "--mask", str(mask), "--out", str(out_dir)])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out_dir / "a_rgb.json").read_text())
+    assert record["mask"] == str(mask) and record["image_size"] == [40, 30]
+
+
+def test_predict_cli_skips_unreadable_and_rejected_images(server, images, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "good.png").write_bytes((images / "a_rgb.png").read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG but not really")  # unreadable locally
+    tiff = io.BytesIO()
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tiff, format="TIFF")
+    (folder / "tiff_in_disguise.png").write_bytes(tiff.getvalue())  # Pillow yes, TF no
+    out_dir = tmp_path / "out"
+    argv = ["predict", "--server", server.grpc_target, "--model", "toy"]
+    code = _run_cli([*argv, str(folder), "--out", str(out_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png: cannot read image" in captured.err
+    assert "tiff_in_disguise.png" in captured.err and "INVALID_ARGUMENT" in captured.err
+    assert "good.png" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good.json", "good_gradcam.png"]
