@@ -1,7 +1,7 @@
 """Runs the pipeline locally with LocalDagRunner and MLMD in sqlite.
 
-    python local_runner.py                       # demo profile on generated data
-    python local_runner.py --profile busi-paper --data out/busi-paper/records
+python local_runner.py                       # demo profile on generated data
+python local_runner.py --profile busi-paper --data out/busi-paper/records
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def ensure_demo_data(records: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     p.add_argument("--data", help="ingestion output folder (OUT of `lesionlens ingest`)")
     p.add_argument("--output-root", help="pipeline root, MLMD and serving folder (default ./out)")
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if res["pushed"]:
         print(f"pushed model: {res['pushed_destination']}")
     else:
-        print("model NOT pushed: the Evaluator did not bless it (see thresholds in pipeline/config.py)")
+        print(
+            "model NOT pushed: the Evaluator did not bless it " "(thresholds: pipeline/config.py)"
+        )
     with open(os.path.join(cfg.output_root, "last_run.json"), "w") as f:
         json.dump(res, f, indent=2)
     return 0

@@ -15,6 +15,7 @@ import sys  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from lesionlens import synth
     from lesionlens.ingest import cli as ingest_cli
+    from serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(
         prog="lesionlens", description="Explainable breast-lesion classification (TFX)."
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     synth.add_cli(sub)
     ingest_cli.add_cli(sub)
+    serving_cli.add_cli(sub)
     return parser
 
 

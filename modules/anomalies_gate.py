@@ -5,8 +5,8 @@
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx.dsl.io import fileio
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
 
@@ -17,11 +17,15 @@ class DataAnomaliesError(RuntimeError):
 def anomaly_lines(anomalies_artifact) -> "list[str]":
     lines = []
     for split in artifact_utils.decode_split_names(anomalies_artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([anomalies_artifact], split), "SchemaDiff.pb")
+        path = os.path.join(
+            artifact_utils.get_split_uri([anomalies_artifact], split), "SchemaDiff.pb"
+        )
         with fileio.open(path, "rb") as f:
             anomalies = anomalies_pb2.Anomalies.FromString(f.read())
         for feature, info in sorted(anomalies.anomaly_info.items()):
-            lines.append(f"  {split}: feature '{feature}': {info.short_description} ({info.description})")
+            lines.append(
+                f"  {split}: feature '{feature}': {info.short_description} ({info.description})"
+            )
         if anomalies.HasField("dataset_anomaly_info"):
             info = anomalies.dataset_anomaly_info
             lines.append(f"  {split}: dataset: {info.short_description} ({info.description})")

@@ -28,13 +28,20 @@ def input_dataset(
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """(image float32 [B,S,S,3], label int64 [B]) batches from gzipped transformed examples."""
-    spec = {F.IMAGE: tf.io.FixedLenFeature([], tf.string), F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    spec = {
+        F.IMAGE: tf.io.FixedLenFeature([], tf.string),
+        F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+    }
     files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle_seed is not None:
         ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda d: (decode_images(d[F.IMAGE], image_size), d[F.LABEL]), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size).map(
+        lambda s: tf.io.parse_example(s, spec), num_parallel_calls=AUTOTUNE
+    )
+    ds = ds.map(
+        lambda d: (decode_images(d[F.IMAGE], image_size), d[F.LABEL]), num_parallel_calls=AUTOTUNE
+    )
     return ds.prefetch(AUTOTUNE)
 
 
@@ -48,10 +55,15 @@ class _Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         stats = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-        print(f"[trainer] epoch {epoch + 1}/{self.epochs} {stats} ({time.time() - self.t0:.0f} s)", flush=True)
+        print(
+            f"[trainer] epoch {epoch + 1}/{self.epochs} {stats} ({time.time() - self.t0:.0f} s)",
+            flush=True,
+        )
 
 
-def _serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, size: int, roi: bool) -> dict[str, Any]:
+def _serving_signatures(
+    model: keras.Model, tf_transform_output: tft.TFTransformOutput, size: int, roi: bool
+) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
     (or the same `prepare_image` for raw bytes) -> model -> Grad-CAM."""
     model.tft_layer = tf_transform_output.transform_features_layer()
@@ -86,7 +98,10 @@ def _serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransform
         images, _ = tf.map_fn(
             lambda x: prepare_image(x[0], x[1], size, roi),
             (image_bytes, mask_bytes),
-            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+            fn_output_signature=(
+                tf.TensorSpec([size, size, 3], tf.uint8),
+                tf.TensorSpec([], tf.int64),
+            ),
         )
         return M.predict_with_gradcam(cam_model, tf.cast(images, tf.float32))
 
@@ -115,7 +130,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(seed)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_ds = input_dataset(fn_args.train_files, tf_transform_output, size, batch, shuffle_seed=seed)
+    train_ds = input_dataset(
+        fn_args.train_files, tf_transform_output, size, batch, shuffle_seed=seed
+    )
     eval_ds = input_dataset(fn_args.eval_files, tf_transform_output, size, batch)
 
     model = M.build_model(len(classes), size, str(cfg.get("weights", "none")))
@@ -155,4 +172,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             f,
             indent=2,
         )
-    print(f"[trainer] trained {epochs} epochs in {train_seconds:.0f} s; exported {fn_args.serving_model_dir}")
+    print(
+        f"[trainer] trained {epochs} epochs in {train_seconds:.0f} s; "
+        f"exported {fn_args.serving_model_dir}"
+    )

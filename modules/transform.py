@@ -14,26 +14,25 @@ from modules import features as F
 
 
 def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
-    """One example: RGB uint8 [size, size, 3] and whether a lesion mask was applied.
+    """One example: RGB uint8 [size, size, 3] and whether a non-empty lesion mask came with it.
 
     ROI = image x mask at the original resolution, then a bilinear resize (the paper's order);
     an empty mask string (MRI) or an empty mask image leaves the image unchanged.
     """
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    has_mask = tf.strings.length(mask_bytes) > 0
-    if roi:
 
-        def masked():
-            mask = tf.io.decode_png(mask_bytes, channels=1) > 0
-            check = tf.debugging.assert_equal(
-                tf.shape(mask)[:2], tf.shape(image)[:2], message="mask size differs from image size"
-            )
-            with tf.control_dependencies([check]):
-                nonempty = tf.reduce_any(mask)
-            masked_image = image * tf.cast(mask, image.dtype)
-            return tf.cond(nonempty, lambda: masked_image, lambda: image), nonempty
+    def with_mask():
+        mask = tf.io.decode_png(mask_bytes, channels=1) > 0
+        check = tf.debugging.assert_equal(
+            tf.shape(mask)[:2], tf.shape(image)[:2], message="mask size differs from image size"
+        )
+        with tf.control_dependencies([check]):
+            nonempty = tf.reduce_any(mask)
+        masked = image * tf.cast(mask, image.dtype) if roi else image
+        return tf.cond(nonempty, lambda: masked, lambda: image), nonempty
 
-        image, has_mask = tf.cond(has_mask, masked, lambda: (image, tf.constant(False)))
+    has_bytes = tf.strings.length(mask_bytes) > 0
+    image, has_mask = tf.cond(has_bytes, with_mask, lambda: (image, tf.constant(False)))
     resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
     resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     return tf.ensure_shape(resized, [size, size, 3]), tf.cast(has_mask, tf.int64)

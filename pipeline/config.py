@@ -31,7 +31,9 @@ class PipelineConfig:
     weights: str = "imagenet"  # "imagenet" | "none" | path to efficientnetv2-b0_notop.h5
     seed: int = 42
     # TFMA: lower bounds on the test split, overall and for every slice of the named features.
-    thresholds: dict[str, float] = field(default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5})
+    thresholds: dict[str, float] = field(
+        default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5}
+    )
     slice_thresholds: dict[str, dict[str, float]] = field(
         default_factory=lambda: {"modality": {"binary_accuracy": 0.5}}
     )
@@ -60,15 +62,21 @@ class PipelineConfig:
 PROFILES: dict[str, dict] = {
     # Synthetic data, tiny images, random init: the whole pipeline in a few minutes on 2 CPUs.
     "demo": dict(
-        image_size=64, epochs=2, batch_size=16, weights="none",
-        thresholds={"binary_accuracy": 0.0}, slice_thresholds={}, max_regression={},
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        weights="none",
+        thresholds={"binary_accuracy": 0.0},
+        slice_thresholds={},
+        max_regression={},
     ),
     # The paper's protocol on BUSI benign+malignant (ingest with --protocol paper).
     "busi-paper": dict(data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records")),
     # What fits a CPU-only machine without ImageNet weights (see README for measured numbers).
     "busi-cpu": dict(
         data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records"),
-        image_size=224, weights="none",
+        image_size=224,
+        weights="none",
     ),
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
 
 from pipeline.config import PipelineConfig
 
@@ -18,51 +18,55 @@ METRICS = {
 }
 
 
-def _threshold(lower: float | None, max_drop: float | None) -> tfma.MetricThreshold:
-    t = tfma.MetricThreshold()
+def _threshold(lower: float | None, max_drop: float | None) -> config_pb2.MetricThreshold:
+    t = config_pb2.MetricThreshold()
     if lower is not None:
-        t.value_threshold.CopyFrom(tfma.GenericValueThreshold(lower_bound={"value": lower}))
+        t.value_threshold.CopyFrom(config_pb2.GenericValueThreshold(lower_bound={"value": lower}))
     if max_drop is not None:
         t.change_threshold.CopyFrom(
-            tfma.GenericChangeThreshold(
-                direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop}
+            config_pb2.GenericChangeThreshold(
+                direction=config_pb2.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop}
             )
         )
     return t
 
 
-def build_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
+def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     unknown = {*cfg.thresholds, *cfg.max_regression} - set(METRICS.values())
     for per in cfg.slice_thresholds.values():
         unknown |= set(per) - set(METRICS.values())
     if unknown:
-        raise ValueError(f"unknown metric(s) in thresholds: {sorted(unknown)}; use {sorted(METRICS.values())}")
+        raise ValueError(
+            f"unknown metric(s) in thresholds: {sorted(unknown)}; use {sorted(METRICS.values())}"
+        )
     metrics = []
     for class_name, name in METRICS.items():
-        mc = tfma.MetricConfig(class_name=class_name)
+        mc = config_pb2.MetricConfig(class_name=class_name)
         if name in cfg.thresholds or name in cfg.max_regression:
-            mc.threshold.CopyFrom(_threshold(cfg.thresholds.get(name), cfg.max_regression.get(name)))
+            mc.threshold.CopyFrom(
+                _threshold(cfg.thresholds.get(name), cfg.max_regression.get(name))
+            )
         for feature, per in sorted(cfg.slice_thresholds.items()):
             if name in per:
                 mc.per_slice_thresholds.append(
-                    tfma.PerSliceMetricThreshold(
-                        slicing_specs=[tfma.SlicingSpec(feature_keys=[feature])],
+                    config_pb2.PerSliceMetricThreshold(
+                        slicing_specs=[config_pb2.SlicingSpec(feature_keys=[feature])],
                         threshold=_threshold(per[name], None),
                     )
                 )
         metrics.append(mc)
-    config = tfma.EvalConfig(
+    config = config_pb2.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(
+            config_pb2.ModelSpec(
                 signature_name="serving_default",
                 preprocessing_function_names=["transform_features"],
                 label_key="label",
                 prediction_key="positive_probability",
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()]
-        + [tfma.SlicingSpec(feature_keys=[f]) for f in cfg.slice_features],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+        slicing_specs=[config_pb2.SlicingSpec()]
+        + [config_pb2.SlicingSpec(feature_keys=[f]) for f in cfg.slice_features],
+        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)],
     )
     # The saved Keras model carries its compiled loss over 2-class probabilities; TFMA would
     # apply it to `positive_probability`. Only the metrics listed above are wanted.

@@ -82,8 +82,17 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         ),
     )
     components = [
-        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
-        smote, trainer, model_resolver, evaluator, pusher,
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        anomalies_gate,
+        transform,
+        smote,
+        trainer,
+        model_resolver,
+        evaluator,
+        pusher,
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,

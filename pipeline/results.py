@@ -17,7 +17,7 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
 
 
 def latest_results(cfg: PipelineConfig) -> dict:
-    """{'pushed': bool, 'pushed_destination': str|None, 'blessed': bool, 'metrics': {slice: {...}}}"""
+    """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}})."""
     conn = metadata.sqlite_metadata_connection_config(cfg.metadata_path)
     store = metadata_store.MetadataStore(conn)
     out: dict = {"pushed": False, "pushed_destination": None, "blessed": False, "metrics": {}}
@@ -52,12 +52,19 @@ def _slices(uri: str):
 
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    cols = ["example_count", "binary_accuracy", "auc", "precision", "recall", "specificity", "f1_score"]
+    cols = [
+        "example_count",
+        "binary_accuracy",
+        "auc",
+        "precision",
+        "recall",
+        "specificity",
+        "f1_score",
+    ]
     lines = [f"{'slice':<28}" + "".join(f"{c[:11]:>12}" for c in cols)]
     for name in sorted(metrics, key=lambda n: (n != "overall", n)):
         m = metrics[name]
         lines.append(
-            f"{name[:28]:<28}"
-            + "".join(f"{m[c]:>12.4f}" if c in m else f"{'-':>12}" for c in cols)
+            f"{name[:28]:<28}" + "".join(f"{m[c]:>12.4f}" if c in m else f"{'-':>12}" for c in cols)
         )
     return "\n".join(lines)

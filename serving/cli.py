@@ -145,8 +145,9 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         print(f"error: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()
+    previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(
         f"Serving model '{server.model_name}' version {server.version} "
         f"from {server.store.latest.path}",
@@ -163,6 +164,8 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         pass
     finally:
         server.stop()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     print("Stopped.", flush=True)
     return 0
 
@@ -315,6 +318,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         print(f"error: --alpha must be in [0, 1], got {args.alpha}", file=sys.stderr)
         return 2
+    if not args.rest and "://" in args.server:
+        print(
+            f"error: --server {args.server} looks like a URL; gRPC takes HOST:PORT "
+            "(add --rest to use the REST API)",
+            file=sys.stderr,
+        )
+        return 2
     paths, problems = expand_inputs(args.inputs)
     if args.mask and len(args.mask) != len(paths):
         print(
@@ -387,7 +397,11 @@ def run_predict(args: argparse.Namespace) -> int:
                     if "gradcam" in result:
                         record["gradcam"] = np.asarray(result["gradcam"]).tolist()
                     stem = _unique_stem(item.path.stem, used_stems)
-                    _write_outputs(args.out, stem, item, result, record, args.alpha)
+                    try:
+                        _write_outputs(args.out, stem, item, result, record, args.alpha)
+                    except (OSError, ValueError) as error:  # disk full, malformed heatmap...
+                        print(f"ERROR {item.path}: cannot write outputs: {error}", file=sys.stderr)
+                        failed += 1
     except ServingError as error:  # FATAL_ERRORS, or a response breaking the contract
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -289,8 +289,17 @@ class _RestHandler(BaseHTTPRequestHandler):
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._reply(400, json.dumps({"error": "invalid Content-Length"}).encode("utf-8"))
+            return
+        if length == 0 and method == "POST":
+            self.close_connection = True  # e.g. a chunked body we do not read: drop the rest
+        body = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
         if not _API_PATH.fullmatch(path):
             self._reply(404, b"")  # TF Serving does not route paths outside /v1/
@@ -424,6 +433,7 @@ def serve(
         try:
             http_server = server_class((host, rest_port), handler)
         except OSError as error:
+            grpc_server.stop(None)
             raise OSError(
                 f"cannot listen for REST on {_address(host, rest_port)}: {error}"
             ) from None

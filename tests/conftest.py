@@ -64,3 +64,38 @@ def _read_examples(out_dir) -> dict[str, dict]:
 def read_examples():
     """The TFRecord reader above, as a fixture: ``read_examples(out_dir)``."""
     return _read_examples
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory):
+    """Runs the whole TFX pipeline once on tiny synthetic data (64 px, 1 epoch, random init).
+
+    Returns (config, pushed model dir, records dir). Shared by the pipeline, export and
+    Grad-CAM tests because a run costs about a minute.
+    """
+    from tfx import v1 as tfx
+
+    from lesionlens import synth
+    from lesionlens.ingest import job
+    from pipeline.config import profile
+    from pipeline.pipeline import create_pipeline
+    from pipeline.results import latest_results
+
+    root = tmp_path_factory.mktemp("pipeline")
+    synth.generate(root / "raw", layout="busi", n=12, size=64, seed=3)
+    records = root / "records"
+    job.run(job.IngestConfig(src=str(root / "raw"), out=str(records)))
+    cfg = profile(
+        "demo", data_root=str(records), output_root=str(root / "out"), image_size=64, epochs=1
+    )
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+    res = latest_results(cfg)
+    assert res["pushed"], res
+    return cfg, res["pushed_destination"], records
+
+
+def read_raw_examples(records, split: str = "test") -> list[bytes]:
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(str(records), split, "*.tfrecord.gz")))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

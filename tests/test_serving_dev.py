@@ -493,3 +493,27 @@ def test_predict_cli_skips_unreadable_and_rejected_images(server, images, tmp_pa
     assert "tiff_in_disguise.png" in captured.err and "INVALID_ARGUMENT" in captured.err
     assert "good.png" in captured.out
     assert sorted(p.name for p in out_dir.iterdir()) == ["good.json", "good_gradcam.png"]
+
+
+def test_expand_inputs_and_sibling_masks(tmp_path):
+    from serving.cli import expand_inputs, sibling_mask
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "benign (1).png").write_bytes(_image_bytes(10, 6))
+    (tmp_path / "sub" / "b.JPG").write_bytes(_image_bytes(6, 6, fmt="JPEG"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    halves = []
+    for index, rows in enumerate((slice(0, 3), slice(3, 6))):
+        mask = np.zeros((6, 10), np.uint8)
+        mask[rows, :5] = 255
+        halves.append(mask)
+        suffix = "_mask" if index == 0 else "_mask_1"
+        Image.fromarray(mask).save(tmp_path / f"benign (1){suffix}.png")
+    paths, problems = expand_inputs([tmp_path, tmp_path / "benign (1).png", tmp_path / "missing"])
+    assert [p.name for p in paths] == ["benign (1).png", "b.JPG"]  # deduplicated, masks skipped
+    assert problems == [f"{tmp_path / 'missing'}: no such file or folder"]
+    mask_bytes, names = sibling_mask(tmp_path / "benign (1).png")
+    union = np.asarray(Image.open(io.BytesIO(mask_bytes))) > 0
+    assert np.array_equal(union, (halves[0] | halves[1]) > 0)
+    assert names.count("_mask") == 2
+    assert sibling_mask(tmp_path / "sub" / "b.JPG") == (b"", None)

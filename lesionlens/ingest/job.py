@@ -151,7 +151,8 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
     synthetic = os.path.exists(os.path.join(cfg.src, layouts.SYNTH_MARKER))
     dataset = cfg.dataset or ("synthetic" if synthetic else layouts.DATASET[layout])
     print(
-        f"[ingest] {len(disc.candidates)} images ({layout}, classes {','.join(classes)}) from {cfg.src}"
+        f"[ingest] {len(disc.candidates)} images ({layout}, classes {','.join(classes)}) "
+        f"from {cfg.src}"
     )
     for split in splits.SPLITS:  # a rerun must not mix old shards with new ones
         old = FileSystems.match([FileSystems.join(cfg.out, split, "data-*")])[0].metadata_list

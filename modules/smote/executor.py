@@ -63,7 +63,7 @@ def resample_split(src_dir: str, dst_dir: str, params: dict[str, Any]) -> dict[s
         )
         rng = np.random.default_rng(params["seed"])
         by_class = {c: np.flatnonzero(labels == c) for c in before}
-        for img, lab in zip(new_images, new_labels):
+        for img, lab in zip(new_images, new_labels, strict=False):
             template = examples[int(rng.choice(by_class[int(lab)]))]
             out.append(_synthetic_example(template, img, int(lab)))
         after = before + Counter(int(x) for x in new_labels)
@@ -107,8 +107,17 @@ class Executor(base_executor.BaseExecutor):
             dst_dir = artifact_utils.get_split_uri([dst], split)
             if split in resample:
                 stats[split] = resample_split(src_dir, dst_dir, params)
-                log.info("SMOTE %s: class counts %s -> %s", split, stats[split]["before"], stats[split]["after"])
-                print(f"[smote] {split}: class counts {stats[split]['before']} -> {stats[split]['after']}", flush=True)
+                log.info(
+                    "SMOTE %s: class counts %s -> %s",
+                    split,
+                    stats[split]["before"],
+                    stats[split]["after"],
+                )
+                print(
+                    f"[smote] {split}: class counts "
+                    f"{stats[split]['before']} -> {stats[split]['after']}",
+                    flush=True,
+                )
             else:
                 io_utils.copy_dir(src_dir, dst_dir)
         dst.set_string_custom_property("smote_class_counts", json.dumps(stats))

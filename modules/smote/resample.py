@@ -23,7 +23,10 @@ def target_counts(labels: np.ndarray, target_ratio: float) -> dict[int, int]:
     """Every class up to `target_ratio` x the majority count (1.0 = parity), never down."""
     classes, counts = np.unique(labels, return_counts=True)
     top = counts.max()
-    return {int(c): max(int(n), int(round(target_ratio * top))) for c, n in zip(classes, counts)}
+    return {
+        int(c): max(int(n), int(round(target_ratio * top)))
+        for c, n in zip(classes, counts, strict=True)
+    }
 
 
 def smote_images(
@@ -45,7 +48,9 @@ def smote_images(
     for c, want in targets.items():
         if want > counts[c]:
             if counts[c] < 2:
-                log.warning("SMOTE: class %d has %d example(s); cannot interpolate, skipped", c, counts[c])
+                log.warning(
+                    "SMOTE: class %d has %d example(s); cannot interpolate, skipped", c, counts[c]
+                )
                 continue
             k = min(k, counts[c] - 1)
             strategy[c] = want

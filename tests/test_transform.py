@@ -1,0 +1,77 @@
+"""preprocessing_fn: ROI masking and resize against hand-computed values."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from modules.transform import decode_images, prepare_image, preprocessing_fn
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+IMAGE = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3) * 5  # distinct values
+MASK = np.array(
+    [[255, 255, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255], [0, 0, 255, 255]], dtype=np.uint8
+)
+
+
+def block_means(a: np.ndarray) -> np.ndarray:
+    """4x4 -> 2x2 bilinear with half-pixel centres is exactly the mean of each 2x2 block."""
+    a = a.astype(np.float64)
+    return np.round((a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) / 4)
+
+
+def run_fn(image: np.ndarray, mask: bytes, roi: bool = True) -> dict:
+    inputs = {
+        "image": tf.constant([[png(image)]]),
+        "mask": tf.constant([[mask]]),
+        "label": tf.constant([[1]], tf.int64),
+        "modality": tf.constant([[b"ultrasound"]]),
+        "dataset": tf.constant([[b"synthetic"]]),
+    }
+    return preprocessing_fn(inputs, {"image_size": 2, "roi": roi})
+
+
+def test_roi_mask_then_resize_matches_hand_computation():
+    out = run_fn(IMAGE, png(MASK))
+    got = decode_images(out["image"], 2).numpy()[0]
+    expected = block_means(IMAGE * (MASK[..., None] > 0))
+    np.testing.assert_array_equal(got, expected)
+    assert out["has_mask"].numpy().tolist() == [1]
+    assert out["label"].numpy().tolist() == [1]
+    assert out["modality"].numpy().tolist() == [b"ultrasound"]
+
+
+def test_image_without_mask_passes_through():
+    out = run_fn(IMAGE, b"")
+    np.testing.assert_array_equal(decode_images(out["image"], 2).numpy()[0], block_means(IMAGE))
+    assert out["has_mask"].numpy().tolist() == [0]
+
+
+def test_empty_mask_and_roi_off_leave_image_unchanged():
+    for mask, roi, has in ((png(np.zeros((4, 4), np.uint8)), True, 0), (png(MASK), False, 1)):
+        out = run_fn(IMAGE, mask, roi=roi)
+        np.testing.assert_array_equal(decode_images(out["image"], 2).numpy()[0], block_means(IMAGE))
+        assert out["has_mask"].numpy().tolist() == [has]
+
+
+def test_grayscale_and_rgba_decode_to_rgb():
+    gray = np.full((6, 8), 77, np.uint8)
+    rgba = np.dstack([IMAGE, np.full((4, 4), 255, np.uint8)])
+    for arr in (gray, rgba):
+        img, _ = prepare_image(tf.constant(png(arr)), tf.constant(b""), 3, True)
+        assert img.shape == (3, 3, 3) and img.dtype == tf.uint8
+    img, _ = prepare_image(tf.constant(png(gray)), tf.constant(b""), 3, True)
+    assert np.all(img.numpy() == 77)
+
+
+def test_mask_of_other_size_is_an_error():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs"):
+        prepare_image(tf.constant(png(IMAGE)), tf.constant(png(np.ones((5, 5), np.uint8))), 2, True)
