@@ -28,10 +28,10 @@ class SmoteSpec(types.ComponentSpec):
 class Smote(base_component.BaseComponent):
     """Oversamples minority classes of the train split with imbalanced-learn's SMOTE.
 
-    Memory: the train split is held as float32 pixels, 4 * N * S * S * 3 bytes plus the
-    synthetic samples (BUSI paper protocol at 299: ~0.65 GB). Past `max_memory_gb` the
-    component fails with a message instead of swapping; at 10x BUSI (~6.5 GB) raise it or
-    lower image_size.
+    Memory: float32 pixels, originals plus imbalanced-learn's stacked output, about
+    4 * S * S * 3 * (2N + new) bytes (BUSI paper protocol at 299: ~1.1 GB). Past
+    `max_memory_gb` the component fails with a message instead of swapping; at 10x BUSI
+    (~11 GB) raise it or lower image_size.
     """
 
     SPEC_CLASS = SmoteSpec
