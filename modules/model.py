@@ -45,15 +45,18 @@ def build_model(num_classes: int, image_size: int, weights: str = "none") -> ker
     return keras.Model(inputs, probs, name="lesionlens_efficientnetv2b0")
 
 
-def gradcam_model(model: keras.Model) -> keras.Model:
-    """Same weights, outputs (last conv feature map, logits)."""
-    return keras.Model(
-        model.inputs,
-        [model.get_layer(LAST_CONV_LAYER).output, model.get_layer(LOGITS_LAYER).output],
-    )
+class GradCam:
+    """The model split at the last conv layer: backbone (images -> feature map) and head
+    (feature map -> logits). Only the head runs under the gradient tape, so the exported graph
+    holds the head's gradient alone, not a backward pass through the backbone."""
+
+    def __init__(self, model: keras.Model):
+        self.backbone = keras.Model(model.inputs, model.get_layer(LAST_CONV_LAYER).output)
+        self.pool = model.get_layer("avg_pool")
+        self.logits = model.get_layer(LOGITS_LAYER)
 
 
-def predict_with_gradcam(cam_model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
+def predict_with_gradcam(cam: GradCam, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """Probabilities, predicted class and Grad-CAM of the predicted class, per example.
 
     Grad-CAM (Selvaraju et al.): gradient of the predicted class's score (pre-softmax logit)
@@ -61,20 +64,22 @@ def predict_with_gradcam(cam_model: keras.Model, images: tf.Tensor) -> dict[str,
     the weighted channel sum; divided by its per-image max (all-zero maps stay zero). Examples
     are independent at inference, so one gradient of the summed scores is per-example exact.
     """
+    fmap = cam.backbone(images, training=False)
     with tf.GradientTape() as tape:
-        fmap, logits = cam_model(images, training=False)
+        tape.watch(fmap)
+        logits = cam.logits(cam.pool(fmap))
         class_id = tf.argmax(logits, axis=-1)
         score = tf.gather(logits, class_id, batch_dims=1)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=[1, 2])
-    cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
-    cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + EPSILON)
+    heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
+    heat = heat / (tf.reduce_max(heat, axis=[1, 2], keepdims=True) + EPSILON)
     probs = tf.nn.softmax(logits, axis=-1)
     return {
         "probabilities": probs,
         "class_id": class_id,
         "positive_probability": probs[:, 1],
-        "gradcam": cam,
+        "gradcam": heat,
     }
 
 

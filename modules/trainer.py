@@ -67,7 +67,7 @@ def _serving_signatures(
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
     (or the same `prepare_image` for raw bytes) -> model -> Grad-CAM."""
     model.tft_layer = tf_transform_output.transform_features_layer()
-    cam_model = M.gradcam_model(model)
+    cam = M.GradCam(model)
     serving_spec = {
         F.IMAGE: tf.io.FixedLenFeature([1], tf.string),
         F.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
@@ -82,7 +82,7 @@ def _serving_signatures(
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized):
-        return M.predict_with_gradcam(cam_model, transformed_images(serialized))
+        return M.predict_with_gradcam(cam, transformed_images(serialized))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_predict_only(serialized):
@@ -103,7 +103,7 @@ def _serving_signatures(
                 tf.TensorSpec([], tf.int64),
             ),
         )
-        return M.predict_with_gradcam(cam_model, tf.cast(images, tf.float32))
+        return M.predict_with_gradcam(cam, tf.cast(images, tf.float32))
 
     raw_spec = tf_transform_output.raw_feature_spec()
 

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
+
+
+def modules_fingerprint() -> str:
+    """Hash of the ML code in modules/. Components load it by import path, which TFX's cache
+    key does not cover, so the fingerprint goes into their configs: edited code reruns."""
+    digest = hashlib.sha256()
+    folder = os.path.join(REPO_ROOT, "modules")
+    for dirpath, dirnames, filenames in sorted(os.walk(folder)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    digest.update(name.encode() + f.read())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -6,13 +6,14 @@ from tfx import v1 as tfx
 
 from modules.anomalies_gate import AnomaliesGate
 from modules.smote import Smote
-from pipeline.config import SCHEMA_PATH, PipelineConfig
+from pipeline.config import SCHEMA_PATH, PipelineConfig, modules_fingerprint
 from pipeline.eval_config import build_eval_config
 
 SPLITS = ("train", "eval", "test")
 
 
 def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
+    code = modules_fingerprint()
     example_gen = tfx.components.ImportExampleGen(
         input_base=cfg.data_root,
         input_config=tfx.proto.Input(
@@ -29,7 +30,7 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="modules.transform.preprocessing_fn",
-        custom_config={"image_size": cfg.image_size, "roi": cfg.roi},
+        custom_config={"image_size": cfg.image_size, "roi": cfg.roi, "code": code},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
         disable_statistics=True,
     )
@@ -41,6 +42,7 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         seed=cfg.seed,
         target_ratio=cfg.smote_target_ratio,
         max_memory_gb=cfg.smote_max_memory_gb,
+        code_version=code,
     )
     trainer = tfx.components.Trainer(
         run_fn="modules.trainer.run_fn",
@@ -58,6 +60,7 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
             "classes": list(cfg.classes),
             "weights": cfg.weights,
             "seed": cfg.seed,
+            "code": code,
         },
     )
     model_resolver = tfx.dsl.Resolver(

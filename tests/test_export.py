@@ -10,24 +10,34 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import read_raw_examples
 
 CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}; h = w = 2 at 64 px
     "serving_default": (
         {"examples": ("DT_STRING", "(-1)")},
-        {"probabilities": ("DT_FLOAT", "(-1, 2)"), "class_id": ("DT_INT64", "(-1)"),
-         "positive_probability": ("DT_FLOAT", "(-1)"), "gradcam": ("DT_FLOAT", "(-1, 2, 2)")},
+        {
+            "probabilities": ("DT_FLOAT", "(-1, 2)"),
+            "class_id": ("DT_INT64", "(-1)"),
+            "positive_probability": ("DT_FLOAT", "(-1)"),
+            "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
+        },
     ),
     "predict_images": (
         {"image_bytes": ("DT_STRING", "(-1)"), "mask_bytes": ("DT_STRING", "(-1)")},
-        {"probabilities": ("DT_FLOAT", "(-1, 2)"), "class_id": ("DT_INT64", "(-1)"),
-         "positive_probability": ("DT_FLOAT", "(-1)"), "gradcam": ("DT_FLOAT", "(-1, 2, 2)")},
+        {
+            "probabilities": ("DT_FLOAT", "(-1, 2)"),
+            "class_id": ("DT_INT64", "(-1)"),
+            "positive_probability": ("DT_FLOAT", "(-1)"),
+            "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
+        },
     ),
     "predict_only": (
         {"examples": ("DT_STRING", "(-1)")},
-        {"probabilities": ("DT_FLOAT", "(-1, 2)"), "class_id": ("DT_INT64", "(-1)"),
-         "positive_probability": ("DT_FLOAT", "(-1)")},
+        {
+            "probabilities": ("DT_FLOAT", "(-1, 2)"),
+            "class_id": ("DT_INT64", "(-1)"),
+            "positive_probability": ("DT_FLOAT", "(-1)"),
+        },
     ),
 }
 
@@ -55,12 +65,22 @@ def test_loads_in_fresh_process_with_tensorflow_alone(demo_pipeline):
     recs = read_raw_examples(records)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run(
-        [sys.executable, "-c", FRESH, model_dir], input=json.dumps([r.hex() for r in recs]),
-        capture_output=True, text=True, env=env, cwd="/", timeout=300,
+        [sys.executable, "-c", FRESH, model_dir],
+        input=json.dumps([r.hex() for r in recs]),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
-    assert out["signatures"] == ["predict_images", "predict_only", "serving_default", "transform_features"]
+    assert out["signatures"] == [
+        "predict_images",
+        "predict_only",
+        "serving_default",
+        "transform_features",
+    ]
     sd = out["serving_default"]
     probs = np.array(sd["probabilities"])
     assert probs.shape == (len(recs), 2)
@@ -77,10 +97,14 @@ def parse_saved_model_cli(text: str) -> dict:
     sigs: dict = {}
     for block in re.split(r"\nsignature_def\['", text)[1:]:
         name = block.split("'", 1)[0]
-        ins, _, outs = block.partition("The given SavedModel SignatureDef contains the following output(s):")
+        ins, _, outs = block.partition(
+            "The given SavedModel SignatureDef contains the following output(s):"
+        )
         parse = lambda part: {  # noqa: E731
             m[0]: (m[1], m[2])
-            for m in re.findall(r"\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", part)
+            for m in re.findall(
+                r"\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", part
+            )
         }
         sigs[name] = (parse(ins), parse(outs))
     return sigs
@@ -89,13 +113,17 @@ def parse_saved_model_cli(text: str) -> dict:
 def test_saved_model_cli_matches_documented_contract(demo_pipeline):
     _, model_dir, _ = demo_pipeline
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    proc = subprocess.run([cli, "show", "--dir", model_dir, "--all"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [cli, "show", "--dir", model_dir, "--all"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     sigs = parse_saved_model_cli(proc.stdout)
     for name, (ins, outs) in CONTRACT.items():
         assert sigs[name] == (ins, outs), (name, sigs.get(name))
     assert sigs["transform_features"][0] == {"examples": ("DT_STRING", "(-1)")}
-    assert {"image", "label", "modality", "dataset", "has_mask"} <= set(sigs["transform_features"][1])
+    assert {"image", "label", "modality", "dataset", "has_mask"} <= set(
+        sigs["transform_features"][1]
+    )
 
 
 def independent_gradcam(keras_model, images: tf.Tensor) -> np.ndarray:

@@ -20,6 +20,7 @@ class SmoteSpec(types.ComponentSpec):
         "target_ratio": ExecutionParameter(type=float),  # minority / majority after resampling
         "max_memory_gb": ExecutionParameter(type=float),
         "resample_splits": ExecutionParameter(type=str),  # JSON list, default ["train"]
+        "code_version": ExecutionParameter(type=str, optional=True),  # part of the cache key
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {"resampled_examples": ChannelParameter(type=standard_artifacts.Examples)}
@@ -46,6 +47,7 @@ class Smote(base_component.BaseComponent):
         target_ratio: float = 1.0,
         max_memory_gb: float = 8.0,
         resample_splits: tuple[str, ...] = ("train",),
+        code_version: str = "",
     ):
         spec = SmoteSpec(
             examples=examples,
@@ -55,6 +57,7 @@ class Smote(base_component.BaseComponent):
             target_ratio=target_ratio,
             max_memory_gb=max_memory_gb,
             resample_splits=json.dumps(list(resample_splits)),
+            code_version=code_version,
             resampled_examples=types.Channel(type=standard_artifacts.Examples),
         )
         super().__init__(spec=spec)

@@ -1,0 +1,81 @@
+"""The pipeline's pushed model behind the dev server: gRPC and REST clients, the predict
+CLI with overlays, and bad input that must not take the server down."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesionlens.cli import main
+from serving.client import GrpcClient, RestClient
+from serving.dev_server import serve
+from serving.errors import InvalidRequestError
+
+
+@pytest.fixture(scope="module")
+def server(demo_pipeline):
+    cfg, pushed, records = demo_pipeline
+    handle = serve(os.path.dirname(pushed), "lesionlens", port=0, rest_port=0)
+    yield handle, records.parent / "raw"
+    handle.stop()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_predict_cli_writes_overlays_at_original_size(server, tmp_path, capsys):
+    handle, raw = server
+    out = tmp_path / "pred"
+    folder = raw / "malignant"
+    rc = main(
+        [
+            "predict",
+            "--server",
+            handle.grpc_target,
+            "--model",
+            "lesionlens",
+            "--sibling-masks",
+            "--out",
+            str(out),
+            str(folder),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    images = sorted(p for p in os.listdir(folder) if "_mask" not in p)
+    overlays = sorted(os.listdir(out))
+    assert len([o for o in overlays if o.endswith("_gradcam.png")]) == len(images)
+    first = images[0]
+    stem = os.path.splitext(first)[0]
+    assert Image.open(out / f"{stem}_gradcam.png").size == Image.open(folder / first).size
+    resp = json.loads((out / f"{stem}.json").read_text())
+    assert np.array(resp["gradcam"]).shape == (2, 2)
+    assert abs(sum(resp["probabilities"]) - 1) < 1e-5
+
+
+def test_grpc_and_rest_agree_and_bad_input_is_rejected_cleanly(server):
+    handle, raw = server
+    image = (raw / "benign" / "benign (1).png").read_bytes()
+    mask = (raw / "benign" / "benign (1)_mask.png").read_bytes()
+    grpc_client = GrpcClient(handle.grpc_target, "lesionlens", signature="predict_images")
+    rest_client = RestClient(handle.rest_url, "lesionlens", signature="predict_images")
+    g = grpc_client.predict_images([image, image], [mask, b""])
+    r = rest_client.predict_images([image, image], [mask, b""])
+    np.testing.assert_allclose(g["probabilities"], r["probabilities"], atol=1e-5)
+    assert g["gradcam"].shape == (2, 2, 2)
+
+    wrong_mask = png_bytes(np.full((7, 9), 255, np.uint8))
+    with pytest.raises(InvalidRequestError, match="mask size differs"):
+        grpc_client.predict_images([image], [wrong_mask])
+    with pytest.raises(InvalidRequestError):
+        grpc_client.predict_images([b"this is not an image"], [b""])
+    tall = png_bytes(np.random.default_rng(0).integers(0, 255, (600, 6, 3), dtype=np.uint8))
+    odd = grpc_client.predict_images([tall], [b""])  # extreme aspect ratio: resized like any
+    assert odd["probabilities"].shape == (1, 2)
+    again = grpc_client.predict_images([image], [mask])  # the server is still up
+    np.testing.assert_allclose(again["probabilities"][0], g["probabilities"][0], atol=1e-5)
