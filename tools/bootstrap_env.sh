@@ -56,7 +56,7 @@ build_runtime() {
   local opts=(-o "Dir::Etc::SourceList=$apt/etc/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
               -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o "Dir::State::status=/dev/null"
               -o "APT::Get::AllowUnauthenticated=true" -o "Acquire::AllowInsecureRepositories=true"
-              -o "Debug::NoLocking=true" -o "APT::Architecture=amd64")
+              -o "Debug::NoLocking=true" -o "APT::Architecture=amd64" -o "APT::Sandbox::User=root")
   apt-get "${opts[@]}" -qq update || die "apt-get update for trixie failed (is $mirror reachable?)"
   (cd "$apt/debs" && apt-get "${opts[@]}" -qq download libc6 libstdc++6 libgcc-s1) || die "apt-get download failed"
   mkdir -p "$RUNTIME"
