@@ -1,0 +1,36 @@
+"""Weights handling: a local no-top weights file loads; an offline ImageNet download fails at
+once with instructions."""
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from modules import model as M
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    keras.utils.set_random_seed(5)
+    donor = keras.applications.EfficientNetV2B0(
+        include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
+    path = str(tmp_path / "efficientnetv2-b0_notop.h5")
+    donor.save_weights(path)
+    model = M.build_model(2, 64, path)
+    np.testing.assert_array_equal(
+        model.get_layer("top_conv").get_weights()[0], donor.get_layer("top_conv").get_weights()[0]
+    )
+    assert model.output_shape == (None, 2)
+
+
+def test_missing_weights_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        M.build_model(2, 64, str(tmp_path / "nope.h5"))
+
+
+def test_imagenet_download_failure_says_how_to_pass_a_file():
+    try:
+        M.build_model(2, 64, "imagenet")
+    except M.WeightsUnavailableError as e:
+        assert "--weights /path/efficientnetv2-b0_notop.h5" in str(e)
+    else:
+        pytest.skip("this machine can download ImageNet weights")
