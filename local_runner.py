@@ -44,11 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
     p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
     p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="show every TFX / Beam / TF log line")
     return p.parse_args(argv)
 
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "image_size": args.image_size,
             "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
             "weights": args.weights,
             "smote": args.smote,
             "model_name": args.model_name,
@@ -85,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tfx import v1 as tfx
 
+    from pipeline.console import quiet
     from pipeline.pipeline import create_pipeline
     from pipeline.results import format_metrics, latest_results
 
+    quiet(args.verbose)
     t0 = time.time()
     tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
     res = latest_results(cfg)

@@ -78,7 +78,8 @@ PROFILES: dict[str, dict] = {
     # Synthetic data, tiny images, random init: the whole pipeline in a few minutes on 2 CPUs.
     "demo": dict(
         image_size=64,
-        epochs=2,
+        epochs=5,
+        learning_rate=1e-3,  # from random init, 1e-4 barely moves in 5 epochs
         batch_size=16,
         weights="none",
         thresholds={"binary_accuracy": 0.0},

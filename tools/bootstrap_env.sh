@@ -104,7 +104,7 @@ say "installing lesionlens[dev] (first time: several minutes)"
 # requirements.lock pins every transitive version (reproducible installs, no resolver backtracking).
 set +o pipefail
 "$VENV/bin/python" -m pip install --progress-bar off -e "$ROOT[dev]" -c "$ROOT/requirements.lock" 2>&1 \
-  | grep -v "^WARNING: Location"
+  | grep -v -E "^(WARNING: Location|Requirement already satisfied)"
 rc=${PIPESTATUS[0]}
 set -o pipefail
 [[ $rc == 0 ]] || die "pip install -e .[dev] failed (see the pip output above)"
