@@ -44,6 +44,9 @@ class _ReadFn(beam.DoFn):
             yield records.read_record(c)
         except records.BadInput as e:
             yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": str(e)})
+        except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
+            reason = f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
+            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": reason})
 
 
 def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:

@@ -50,8 +50,11 @@ def read_bytes(path: str) -> bytes:
     # Beam's FileSystems reads local paths and gs:// alike, so workers on Dataflow can ingest.
     from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.open(path) as f:
-        return f.read()
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            return f.read()
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read file: {e}") from None
 
 
 def encode_png(img: Image.Image) -> bytes:
