@@ -89,7 +89,8 @@ def _with_split(rec: records.Record, plan: dict):
 
 
 def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: str, dataset: str):
-    """Wires the Beam graph; returns the plan PCollection (one dict) and skipped records."""
+    """Wires the Beam graph: read + validate, one global split plan, per-split TFRecords, and
+    the plan and skipped inputs as JSON for the manifest."""
     modality = layouts.MODALITY[layout]
     read = (
         p
