@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 
 from modules import features as F
 from modules import model as M
-from modules.transform import decode_images, prepare_image
+from modules.transform import decode_images, prepare_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -36,12 +36,13 @@ def input_dataset(
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle_seed is not None:
         ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
-        lambda s: tf.io.parse_example(s, spec), num_parallel_calls=AUTOTUNE
-    )
-    ds = ds.map(
-        lambda d: (decode_images(d[F.IMAGE], image_size), d[F.LABEL]), num_parallel_calls=AUTOTUNE
-    )
+
+    @tf.autograph.experimental.do_not_convert
+    def parse(serialized):
+        d = tf.io.parse_example(serialized, spec)
+        return decode_images(d[F.IMAGE], image_size), d[F.LABEL]
+
+    ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -80,34 +81,34 @@ def _serving_signatures(
         transformed = model.tft_layer(parsed)
         return decode_images(transformed[F.IMAGE], size)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def serve_examples(serialized):
         return M.predict_with_gradcam(cam, transformed_images(serialized))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def serve_predict_only(serialized):
         return M.predict_only(model, transformed_images(serialized))
 
     @tf.function(
+        autograph=False,
         input_signature=[
             tf.TensorSpec([None], tf.string, name="image_bytes"),
             tf.TensorSpec([None], tf.string, name="mask_bytes"),
-        ]
+        ],
     )
     def serve_images(image_bytes, mask_bytes):
-        images, _ = tf.map_fn(
-            lambda x: prepare_image(x[0], x[1], size, roi),
-            (image_bytes, mask_bytes),
-            fn_output_signature=(
-                tf.TensorSpec([size, size, 3], tf.uint8),
-                tf.TensorSpec([], tf.int64),
-            ),
-        )
+        images, _ = prepare_images(image_bytes, mask_bytes, size, roi)
         return M.predict_with_gradcam(cam, tf.cast(images, tf.float32))
 
     raw_spec = tf_transform_output.raw_feature_spec()
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+    )
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
 

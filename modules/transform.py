@@ -38,6 +38,15 @@ def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi:
     return tf.ensure_shape(resized, [size, size, 3]), tf.cast(has_mask, tf.int64)
 
 
+def prepare_images(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
+    """Batch version of `prepare_image`: [B] encoded images and masks -> ([B,S,S,3], [B])."""
+    return tf.map_fn(
+        tf.autograph.experimental.do_not_convert(lambda x: prepare_image(x[0], x[1], size, roi)),
+        (image_bytes, mask_bytes),
+        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+    )
+
+
 def encode_images(images: tf.Tensor) -> tf.Tensor:
     """[B, S, S, 3] uint8 -> [B] serialized tensors (the transformed `image` feature)."""
     return tf.map_fn(tf.io.serialize_tensor, images, fn_output_signature=tf.string)
@@ -46,7 +55,7 @@ def encode_images(images: tf.Tensor) -> tf.Tensor:
 def decode_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
     """Inverse of `encode_images`, as float32 0..255 (EfficientNetV2 rescales internally)."""
     images = tf.map_fn(
-        lambda s: tf.io.parse_tensor(s, tf.uint8),
+        tf.autograph.experimental.do_not_convert(lambda s: tf.io.parse_tensor(s, tf.uint8)),
         serialized,
         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     )
@@ -61,11 +70,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     """tf.Transform entry point; `custom_config` carries image_size and roi from the config."""
     size = int(custom_config.get("image_size", 299))
     roi = bool(custom_config.get("roi", True))
-    images, has_mask = tf.map_fn(
-        lambda x: prepare_image(x[0], x[1], size, roi),
-        (_flat(inputs[F.IMAGE]), _flat(inputs[F.MASK])),
-        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
-    )
+    images, has_mask = prepare_images(_flat(inputs[F.IMAGE]), _flat(inputs[F.MASK]), size, roi)
     return {
         F.IMAGE: encode_images(images),
         F.LABEL: _flat(inputs[F.LABEL]),

@@ -39,19 +39,19 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
         raise ValueError(
             f"unknown metric(s) in thresholds: {sorted(unknown)}; use {sorted(METRICS.values())}"
         )
+    # TFMA applies MetricConfig.threshold to every slice (AUC on a one-class `label` slice is
+    # 0), so overall bounds are per-slice thresholds on the overall slice only.
+    per_feature = {"": cfg.thresholds, **cfg.slice_thresholds}
     metrics = []
     for class_name, name in METRICS.items():
         mc = config_pb2.MetricConfig(class_name=class_name)
-        if name in cfg.thresholds or name in cfg.max_regression:
-            mc.threshold.CopyFrom(
-                _threshold(cfg.thresholds.get(name), cfg.max_regression.get(name))
-            )
-        for feature, per in sorted(cfg.slice_thresholds.items()):
-            if name in per:
+        for feature, bounds in sorted(per_feature.items()):
+            drop = cfg.max_regression.get(name) if feature == "" else None
+            if name in bounds or drop is not None:
+                spec = config_pb2.SlicingSpec(feature_keys=[feature] if feature else [])
                 mc.per_slice_thresholds.append(
                     config_pb2.PerSliceMetricThreshold(
-                        slicing_specs=[config_pb2.SlicingSpec(feature_keys=[feature])],
-                        threshold=_threshold(per[name], None),
+                        slicing_specs=[spec], threshold=_threshold(bounds.get(name), drop)
                     )
                 )
         metrics.append(mc)
