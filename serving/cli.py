@@ -229,13 +229,17 @@ def sibling_mask(image_path: Path) -> tuple[bytes, str | None]:
     )
     if not candidates:
         return b"", None
-    union = None
-    for path in candidates:
-        mask = np.asarray(Image.open(path).convert("L")) > 0
-        union = mask if union is None or union.shape != mask.shape else union | mask
-    buffer = io.BytesIO()
-    Image.fromarray((union * 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue(), ",".join(str(p) for p in candidates)
+    from lesionlens.ingest.records import encode_png, mask_union
+
+    masks = [Image.open(path) for path in candidates]
+    if len({m.size for m in masks}) > 1:
+        sizes = ", ".join(
+            f"{p.name} {m.width}x{m.height}" for p, m in zip(candidates, masks, strict=True)
+        )
+        raise OSError(f"masks of {image_path.name} differ in size: {sizes}")
+    union = mask_union(masks)  # the same union ingestion writes
+    encoded = encode_png(Image.fromarray(union.astype(np.uint8) * 255, mode="L"))
+    return encoded, ",".join(str(p) for p in candidates)
 
 
 def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item:
