@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if res["pushed"]:
         print(f"pushed model: {res['pushed_destination']}")
     else:
-        print(
-            "model NOT pushed: the Evaluator did not bless it " "(thresholds: pipeline/config.py)"
-        )
+        print("model NOT pushed: the Evaluator did not bless it (thresholds: pipeline/config.py)")
     with open(os.path.join(cfg.output_root, "last_run.json"), "w") as f:
         json.dump(res, f, indent=2)
     return 0

@@ -74,17 +74,15 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor) -> dict[str, tf.Tensor
     weights = tf.reduce_mean(grads, axis=[1, 2])
     heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
     heat = heat / (tf.reduce_max(heat, axis=[1, 2], keepdims=True) + EPSILON)
-    probs = tf.nn.softmax(logits, axis=-1)
-    return {
-        "probabilities": probs,
-        "class_id": class_id,
-        "positive_probability": probs[:, 1],
-        "gradcam": heat,
-    }
+    return {**_class_outputs(tf.nn.softmax(logits, axis=-1)), "gradcam": heat}
 
 
 def predict_only(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
-    probs = model(images, training=False)
+    return _class_outputs(model(images, training=False))
+
+
+def _class_outputs(probs: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Outputs every predict signature shares; positive = label 1 (malignant / sick)."""
     return {
         "probabilities": probs,
         "class_id": tf.argmax(probs, axis=-1),

@@ -22,7 +22,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def input_dataset(
     file_patterns: list[str],
-    tf_transform_output: tft.TFTransformOutput,
     image_size: int,
     batch_size: int,
     shuffle_seed: int | None = None,
@@ -66,7 +65,7 @@ def _serving_signatures(
     model: keras.Model, tf_transform_output: tft.TFTransformOutput, size: int, roi: bool
 ) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
-    (or the same `prepare_image` for raw bytes) -> model -> Grad-CAM."""
+    (or the same `prepare_images` for raw bytes) -> model -> Grad-CAM."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     cam = M.GradCam(model)
     serving_spec = {
@@ -128,15 +127,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     epochs = int(cfg.get("epochs", 22))
     classes = list(cfg.get("classes", ["benign", "malignant"]))
     seed = int(cfg.get("seed", 42))
+    roi = bool(cfg.get("roi", True))
+    weights = str(cfg.get("weights", "none"))
     keras.utils.set_random_seed(seed)
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_ds = input_dataset(
-        fn_args.train_files, tf_transform_output, size, batch, shuffle_seed=seed
-    )
-    eval_ds = input_dataset(fn_args.eval_files, tf_transform_output, size, batch)
+    train_ds = input_dataset(fn_args.train_files, size, batch, shuffle_seed=seed)
+    eval_ds = input_dataset(fn_args.eval_files, size, batch)
 
-    model = M.build_model(len(classes), size, str(cfg.get("weights", "none")))
+    model = M.build_model(len(classes), size, weights)
     model.compile(
         optimizer=keras.optimizers.Nadam(learning_rate=float(cfg.get("learning_rate", 1e-4))),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -155,7 +153,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     train_seconds = time.time() - t0
 
-    signatures = _serving_signatures(model, tf_transform_output, size, bool(cfg.get("roi", True)))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    signatures = _serving_signatures(model, tf_transform_output, size, roi)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     assets = os.path.join(fn_args.serving_model_dir, "assets.extra")
     tf.io.gfile.makedirs(assets)
@@ -164,8 +163,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             {
                 "classes": classes,
                 "image_size": size,
-                "roi": bool(cfg.get("roi", True)),
-                "weights": str(cfg.get("weights", "none")),
+                "roi": roi,
+                "weights": weights,
                 "epochs": epochs,
                 "train_seconds": round(train_seconds, 1),
                 "history": {k: [float(x) for x in v] for k, v in history.history.items()},

@@ -54,25 +54,22 @@ def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
     items = [splits.Item(i, lab, h) for i, lab, h in keys]
     groups = splits.near_duplicate_groups(items, cfg.max_distance)
     conflicts = splits.label_conflicts(items, groups)
+    dup_groups = [
+        {"group_id": g, "members": sorted(it.image_id for it in m)}
+        for g, m in sorted(splits.group_members(items, groups).items())
+        if len(m) > 1
+    ]
     dropped: dict[str, str] = {}
     if cfg.drop_conflicts:
         for c in conflicts:
-            for image_id in c["members"]:
-                labels = sorted(set(c["members"].values()))
-                dropped[image_id] = (
-                    f"label conflict: near-duplicate group {c['group_id']} has labels {labels}"
-                )
+            labels = sorted(set(c["members"].values()))
+            reason = f"label conflict: near-duplicate group {c['group_id']} has labels {labels}"
+            dropped.update(dict.fromkeys(c["members"], reason))
         items = [it for it in items if it.image_id not in dropped]
     if cfg.protocol == "paper":
         assignment = splits.paper_split(items, cfg.fractions, cfg.seed)
     else:
         assignment = splits.grouped_split(items, groups, cfg.fractions, cfg.seed)
-    multi = {}
-    for image_id, gid in groups.items():
-        multi.setdefault(gid, []).append(image_id)
-    dup_groups = [
-        {"group_id": g, "members": sorted(m)} for g, m in sorted(multi.items()) if len(m) > 1
-    ]
     labels = {it.image_id: it.label for it in items}
     return {
         "assignment": {i: [assignment[i], groups[i], labels[i]] for i in assignment},

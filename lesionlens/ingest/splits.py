@@ -51,6 +51,13 @@ def near_duplicate_groups(items: list[Item], max_distance: int) -> dict[str, str
     return {ids[i]: ids[find(i)] for i in range(len(ids))}
 
 
+def group_members(items: list[Item], groups: dict[str, str]) -> dict[str, list[Item]]:
+    members: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        members[groups[it.image_id]].append(it)
+    return members
+
+
 def _targets(n: int, fractions: tuple[float, ...]) -> list[int]:
     counts = [round(n * f) for f in fractions[:-1]]
     return [*counts, n - sum(counts)]
@@ -76,9 +83,7 @@ def grouped_split(
 ) -> dict[str, str]:
     """Whole near-duplicate groups go to one split; per class, each group (largest first) goes
     to the split furthest below its target count, so class fractions stay close to target."""
-    members: dict[str, list[Item]] = defaultdict(list)
-    for it in items:
-        members[groups[it.image_id]].append(it)
+    members = group_members(items, groups)
     by_label: dict[int, list[str]] = defaultdict(list)
     for gid, its in members.items():
         majority = min(Counter(i.label for i in its).most_common(), key=lambda kv: (-kv[1], kv[0]))
@@ -102,9 +107,7 @@ def grouped_split(
 
 def label_conflicts(items: list[Item], groups: dict[str, str]) -> list[dict]:
     """Near-duplicate groups whose members carry different labels (same picture, two classes)."""
-    members: dict[str, list[Item]] = defaultdict(list)
-    for it in items:
-        members[groups[it.image_id]].append(it)
+    members = group_members(items, groups)
     return [
         {"group_id": gid, "members": {i.image_id: i.label for i in its}}
         for gid, its in sorted(members.items())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections import Counter
 from typing import Any
@@ -20,7 +19,6 @@ from tfx.utils import io_utils
 from modules import features as F
 from modules.smote.resample import smote_images
 
-log = logging.getLogger(__name__)
 OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"
 
 
@@ -63,7 +61,7 @@ def resample_split(src_dir: str, dst_dir: str, params: dict[str, Any]) -> dict[s
         )
         rng = np.random.default_rng(params["seed"])
         by_class = {c: np.flatnonzero(labels == c) for c in before}
-        for img, lab in zip(new_images, new_labels, strict=False):
+        for img, lab in zip(new_images, new_labels, strict=True):
             template = examples[int(rng.choice(by_class[int(lab)]))]
             out.append(_synthetic_example(template, img, int(lab)))
         after = before + Counter(int(x) for x in new_labels)
@@ -107,12 +105,6 @@ class Executor(base_executor.BaseExecutor):
             dst_dir = artifact_utils.get_split_uri([dst], split)
             if split in resample:
                 stats[split] = resample_split(src_dir, dst_dir, params)
-                log.info(
-                    "SMOTE %s: class counts %s -> %s",
-                    split,
-                    stats[split]["before"],
-                    stats[split]["after"],
-                )
                 print(
                     f"[smote] {split}: class counts "
                     f"{stats[split]['before']} -> {stats[split]['after']}",
