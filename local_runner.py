@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
     res = latest_results(cfg)
     print(f"\n[lesionlens] pipeline finished in {time.time() - t0:.0f} s (profile {args.profile})")
-    print("test-split metrics:\n" + format_metrics(res["metrics"]))
+    print("test-split metrics:\n" + format_metrics(res["metrics"], res["intervals"]))
     if res["pushed"]:
         print(f"pushed model: {res['pushed_destination']}")
     else:

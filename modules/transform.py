@@ -26,8 +26,9 @@ def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi:
         check = tf.debugging.assert_equal(
             tf.shape(mask)[:2], tf.shape(image)[:2], message="mask size differs from image size"
         )
-        with tf.control_dependencies([check]):
-            nonempty = tf.reduce_any(mask)
+        with tf.control_dependencies([check]):  # every use of the mask waits for the check
+            mask = tf.identity(mask)
+        nonempty = tf.reduce_any(mask)
         masked = image * tf.cast(mask, image.dtype) if roi else image
         return tf.cond(nonempty, lambda: masked, lambda: image), nonempty
 

@@ -55,6 +55,9 @@ class PipelineConfig:
     slice_features: tuple[str, ...] = ("modality", "dataset", "label", "has_mask")
     # A candidate may not lose more than this (absolute) against the last blessed model.
     max_regression: dict[str, float] = field(default_factory=lambda: {"auc": 0.02})
+    # 95 % intervals on every metric (TFMA jackknife, 20 buckets); thresholds still gate on the
+    # point estimate. The bucket draw is TFMA's own, so bounds wobble slightly between runs.
+    confidence_intervals: bool = True
     beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     enable_cache: bool = True
 

@@ -71,4 +71,7 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     # The saved Keras model carries its compiled loss over 2-class probabilities; TFMA would
     # apply it to `positive_probability`. Only the metrics listed above are wanted.
     config.options.include_default_metrics.value = False
+    if cfg.confidence_intervals:
+        config.options.compute_confidence_intervals.value = True
+        config.options.confidence_intervals.method = config_pb2.ConfidenceIntervalOptions.JACKKNIFE
     return config

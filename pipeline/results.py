@@ -17,10 +17,17 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
 
 
 def latest_results(cfg: PipelineConfig) -> dict:
-    """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}})."""
+    """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}}),
+    intervals ({slice: {metric: (lower, upper)}}, 95 %, when the config computes them)."""
     conn = metadata.sqlite_metadata_connection_config(cfg.metadata_path)
     store = metadata_store.MetadataStore(conn)
-    out: dict = {"pushed": False, "pushed_destination": None, "blessed": False, "metrics": {}}
+    out: dict = {
+        "pushed": False,
+        "pushed_destination": None,
+        "blessed": False,
+        "metrics": {},
+        "intervals": {},
+    }
     pushed = _latest(store, "PushedModel")
     if pushed is not None:
         props = pushed.custom_properties
@@ -32,8 +39,10 @@ def latest_results(cfg: PipelineConfig) -> dict:
         out["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
     evaluation = _latest(store, "ModelEvaluation")
     if evaluation is not None and os.path.exists(evaluation.uri):
-        for slice_key, metrics in _slices(evaluation.uri):
+        for slice_key, metrics, intervals in _slices(evaluation.uri):
             out["metrics"][slice_key] = metrics
+            if intervals:
+                out["intervals"][slice_key] = intervals
     return out
 
 
@@ -42,16 +51,23 @@ def _slices(uri: str):
     for slice_key, by_output in result.slicing_metrics:
         name = "overall" if not slice_key else ",".join(f"{k}={v}" for k, v in slice_key)
         values = by_output.get("", {}).get("", {})
-        flat = {}
+        flat, intervals = {}, {}
         for metric, v in values.items():
             if "doubleValue" in v:
                 flat[metric] = float(v["doubleValue"])  # NaN arrives as the string "NaN"
             elif "boundedValue" in v:
-                flat[metric] = float(v["boundedValue"]["value"])
-        yield name, flat
+                b = v["boundedValue"]
+                flat[metric] = float(b["value"])
+                if "lowerBound" in b and "upperBound" in b:
+                    intervals[metric] = (float(b["lowerBound"]), float(b["upperBound"]))
+        yield name, flat, intervals
 
 
-def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+def format_metrics(
+    metrics: dict[str, dict[str, float]],
+    intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> str:
+    """One row per slice; with intervals, a `95% CI` row under each slice that has them."""
     cols = [
         "example_count",
         "binary_accuracy",
@@ -67,4 +83,8 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
         lines.append(
             f"{name[:28]:<28}" + "".join(f"{m[c]:>12.4f}" if c in m else f"{'-':>12}" for c in cols)
         )
+        ci = (intervals or {}).get(name)
+        if ci:
+            cells = [f"{ci[c][0]:.2f}-{ci[c][1]:.2f}" if c in ci else "" for c in cols]
+            lines.append(f"{'  95% CI':<28}" + "".join(f"{x:>12}" for x in cells))
     return "\n".join(lines)

@@ -53,9 +53,14 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline):
     assert os.path.dirname(pushed) == os.path.join(cfg.serving_root, cfg.model_name)
     assert os.path.basename(pushed).isdigit()  # TF Serving layout <root>/<name>/<int version>
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
-    metrics = latest_results(cfg)["metrics"]
+    res = latest_results(cfg)
+    metrics = res["metrics"]
     assert metrics["overall"]["example_count"] == 4  # round(15% of 12) = 2 per class
     assert {"modality=ultrasound", "dataset=synthetic", "label=0", "label=1"} <= set(metrics)
+    # TFMA's jackknife interval around every rate metric, the point estimate inside it
+    for name in ("binary_accuracy", "auc", "recall", "specificity"):
+        lower, upper = res["intervals"]["overall"][name]
+        assert lower <= metrics["overall"][name] <= upper, (name, lower, upper)
 
 
 def test_rerun_is_cached_and_unreachable_threshold_blocks_push(demo_pipeline):

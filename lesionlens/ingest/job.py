@@ -76,6 +76,7 @@ def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
         "dropped": dropped,
         "duplicate_groups": dup_groups,
         "label_conflicts": conflicts,
+        "leakage": splits.leakage(assignment, groups),
     }
 
 
@@ -198,6 +199,7 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
         "excluded_classes": disc.excluded,
         "duplicate_groups": plan["duplicate_groups"],
         "label_conflicts": plan["label_conflicts"],
+        "leakage": plan["leakage"],
         "conflicts_dropped": cfg.drop_conflicts,
         "skipped": skipped,
         "files": {s: FileSystems.join(cfg.out, s, "data-*.tfrecord.gz") for s in splits.SPLITS},
@@ -228,6 +230,12 @@ def summary_table(m: dict) -> str:
         f"near-duplicate groups: {len(dup)} ({sum(len(g['members']) for g in dup)} images), "
         f"label conflicts: {len(m['label_conflicts'])}"
         + (" (dropped)" if m["conflicts_dropped"] else "")
+    )
+    leak = m["leakage"]
+    lines.append(
+        f"near-duplicates across splits: {leak['groups_spanning_splits']} groups; "
+        f"test images with a near-duplicate in train: {leak['test_with_duplicate_in_train']}"
+        f"/{sum(m['counts']['test'].values())}"
     )
     lines.append(
         f"skipped inputs: {len(m['skipped'])}" + (" (see manifest.json)" if m["skipped"] else "")

@@ -58,23 +58,44 @@ def group_members(items: list[Item], groups: dict[str, str]) -> dict[str, list[I
     return members
 
 
-def _targets(n: int, fractions: tuple[float, ...]) -> list[int]:
-    counts = [round(n * f) for f in fractions[:-1]]
-    return [*counts, n - sum(counts)]
+def _largest_remainder(counts: np.ndarray, n: int) -> np.ndarray:
+    """Split n draws over classes in proportion to counts: floors, then the leftover draws to
+    the largest fractional parts (ties to the lower class index). scikit-learn's stratified
+    splitters allocate the same way (they break exact ties at random)."""
+    quota = counts * n / counts.sum()
+    out = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - out), kind="stable")[: n - out.sum()]:
+        out[i] += 1
+    return out
+
+
+def _ceil(x: float) -> int:
+    return int(np.ceil(round(x, 9)))  # 0.3 * 40 is 12.000000000000002 in floating point
 
 
 def paper_split(items: list[Item], fractions: tuple[float, ...], seed: int) -> dict[str, str]:
-    """The paper's protocol: shuffle each class with the seed and cut at 70/15/15."""
-    out: dict[str, str] = {}
+    """The paper's protocol: a stratified 70 / 30 split, then the 30 halved, stratified again
+    (scikit-learn's ``train_test_split`` twice). Counts follow its rounding: the held-out part
+    is ceil(30 %) of all images and eval gets the larger half, which gives BUSI's 452 / 98 / 97
+    exactly. Within a class, images are shuffled with the seed."""
     by_label: dict[int, list[str]] = defaultdict(list)
     for it in items:
         by_label[it.label].append(it.image_id)
-    for label, ids in sorted(by_label.items()):
-        ids = sorted(ids)
+    labels = sorted(by_label)
+    counts = np.array([len(by_label[lab]) for lab in labels])
+    f_train, f_eval, f_test = fractions
+    n_held = _ceil(counts.sum() * (1 - f_train))
+    train = _largest_remainder(counts, counts.sum() - n_held)
+    held = counts - train
+    n_eval = _ceil(n_held * f_eval / (f_eval + f_test)) if n_held else 0
+    evals = _largest_remainder(held, n_eval) if n_held else held
+    out: dict[str, str] = {}
+    for label, n_train, n_ev in zip(labels, train, evals, strict=True):
+        ids = sorted(by_label[label])
         order = np.random.default_rng([seed, label]).permutation(len(ids))
-        bounds = np.cumsum(_targets(len(ids), fractions))
         for rank, idx in enumerate(order):
-            out[ids[idx]] = SPLITS[int(np.searchsorted(bounds, rank, side="right"))]
+            split = 0 if rank < n_train else 1 if rank < n_train + n_ev else 2
+            out[ids[idx]] = SPLITS[split]
     return out
 
 
@@ -102,6 +123,20 @@ def grouped_split(
             have[s] += len(members[g])
             for it in members[g]:
                 out[it.image_id] = SPLITS[s]
+    return out
+
+
+def leakage(assignment: dict[str, str], groups: dict[str, str]) -> dict[str, int]:
+    """How far near-duplicates cross splits: an eval/test image whose twin is in train is
+    partly scored on data the model saw. Zero under the grouped protocol by construction."""
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for image_id, split in assignment.items():
+        splits_of[groups[image_id]].add(split)
+    out = {"groups_spanning_splits": sum(len(s) > 1 for s in splits_of.values())}
+    for held in SPLITS[1:]:
+        out[f"{held}_with_duplicate_in_train"] = sum(
+            split == held and "train" in splits_of[groups[i]] for i, split in assignment.items()
+        )
     return out
 
 
