@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import tensorflow_model_analysis as tfma
@@ -63,6 +64,16 @@ def _slices(uri: str):
         yield name, flat, intervals
 
 
+def _value(metric: str, value: float) -> str:
+    return f"{value:.0f}" if metric == "example_count" else f"{value:.4f}"
+
+
+def _interval(bounds: tuple[float, float] | None) -> str:
+    if bounds is None or math.isnan(sum(bounds)):
+        return "-"
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+
+
 def format_metrics(
     metrics: dict[str, dict[str, float]],
     intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
@@ -80,11 +91,10 @@ def format_metrics(
     lines = [f"{'slice':<28}" + "".join(f"{c[:11]:>12}" for c in cols)]
     for name in sorted(metrics, key=lambda n: (n != "overall", n)):
         m = metrics[name]
-        lines.append(
-            f"{name[:28]:<28}" + "".join(f"{m[c]:>12.4f}" if c in m else f"{'-':>12}" for c in cols)
-        )
+        cells = [_value(c, m[c]) if c in m else "-" for c in cols]
+        lines.append(f"{name[:28]:<28}" + "".join(f"{x:>12}" for x in cells))
         ci = (intervals or {}).get(name)
         if ci:
-            cells = [f"{ci[c][0]:.2f}-{ci[c][1]:.2f}" if c in ci else "" for c in cols]
+            cells = ["" if c == "example_count" else _interval(ci.get(c)) for c in cols]
             lines.append(f"{'  95% CI':<28}" + "".join(f"{x:>12}" for x in cells))
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 from pipeline.pipeline import create_pipeline
-from pipeline.results import latest_results
+from pipeline.results import format_metrics, latest_results
 
 COMPONENTS = [
     "ImportExampleGen",
@@ -61,6 +61,10 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline):
     for name in ("binary_accuracy", "auc", "recall", "specificity"):
         lower, upper = res["intervals"]["overall"][name]
         assert lower <= metrics["overall"][name] <= upper, (name, lower, upper)
+    table = format_metrics(metrics, res["intervals"]).splitlines()
+    overall = table.index(next(line for line in table if line.startswith("overall")))
+    assert table[overall].split()[1] == "4"  # example count
+    assert table[overall + 1].split()[:2] == ["95%", "CI"]
 
 
 def test_rerun_is_cached_and_unreachable_threshold_blocks_push(demo_pipeline):

@@ -200,10 +200,11 @@ def test_busi_round_trip_manifest(busi_round_trip):
     assert _class_totals(manifest) == {"benign": N, "malignant": N}
     assert manifest["excluded_classes"] == {"normal": N}
     assert manifest["skipped"] == []
+    # paper protocol: 6 of 20 held out, halved 3 / 3; the odd image per half goes by class order
     assert manifest["counts"] == {
         "train": {"benign": 7, "malignant": 7},
-        "eval": {"benign": 2, "malignant": 2},
-        "test": {"benign": 1, "malignant": 1},
+        "eval": {"benign": 2, "malignant": 1},
+        "test": {"benign": 1, "malignant": 2},
     }
     assert _split_counts(rows) == manifest["counts"]
     assert json.loads((Path(manifest["source"]).parent / "out" / "manifest.json").read_text()) == (
@@ -252,7 +253,7 @@ def test_mri_round_trip(mri_round_trip):
     assert _class_totals(manifest) == {"healthy": N, "sick": N}
     assert _split_counts(rows) == manifest["counts"]
     for split in ("train", "eval", "test"):
-        assert manifest["counts"][split]["healthy"] == manifest["counts"][split]["sick"]
+        assert abs(manifest["counts"][split]["healthy"] - manifest["counts"][split]["sick"]) <= 1
     generated = {str(p.relative_to(src)) for p in src.rglob("*.jpg")}
     assert set(rows) == generated
     for image_id, row in rows.items():
