@@ -96,7 +96,7 @@ def resolve_model_dir(arg: str | None) -> Path | None:
     return None
 
 
-def _record_files(model_dir: Path, pattern: str | None) -> list[str]:
+def record_files(model_dir: Path, pattern: str | None) -> list[str]:
     """Test records that fit the model: its profile's own (<output_root>/records/test, as
     model_dir is <output_root>/serving/<name>/<version>; the demo profile's are in
     demo_data/), else real BUSI ingested here, else the demo's generated ones."""
@@ -146,7 +146,7 @@ def _synthetic_examples(n: int) -> list[bytes]:
 
 def load_examples(model_dir: Path, pattern: str | None, n: int) -> tuple[list[bytes], str]:
     """Up to `n` serialized raw tf.Examples (ingested test records if any) and their source."""
-    files = _record_files(model_dir, pattern)
+    files = record_files(model_dir, pattern)
     if files:
         compression = "GZIP" if files[0].endswith(".gz") else ""
         ds = tf.data.TFRecordDataset(files, compression_type=compression).take(n)

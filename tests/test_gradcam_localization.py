@@ -2,6 +2,7 @@
 bright disk) always sits in the top-left quadrant puts the heatmap peak there."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -43,3 +44,23 @@ def test_heatmap_peak_falls_in_the_evidence_region():
     peaks = [np.unravel_index(cams[i].argmax(), (3, 3)) for i in hits]
     inside = [r <= 1 and c <= 1 for r, c in peaks]
     assert np.mean(inside) >= 0.9, peaks
+
+
+def test_mask_agreement_scores_by_hand():
+    """bench/gradcam_vs_mask's per-image score on a map whose only hot cell is known."""
+    from bench.gradcam_vs_mask import score
+
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[2, 7] = 1.0  # hot cell centred at (25, 75) on a 100x100 image
+    mask = np.zeros((100, 100), bool)
+    mask[10:40, 60:90] = True  # 9 % of the image, around the hot cell, not the centre
+    s = score(heatmap, mask)
+    assert s["hit"] == 1.0 and s["centre_hit"] == 0.0
+    assert s["miss_cells"] == 0.0
+    off = score(heatmap, np.pad(mask[:, 30:], ((0, 0), (0, 30))))  # mask 30 px = 3 cells left
+    assert off["hit"] == 0.0
+    assert off["miss_cells"] == pytest.approx(1.6, abs=0.11)  # peak col 75, mask ends col 59
+    assert s["area"] == pytest.approx(0.09)
+    assert s["heat_in_mask"] > 0.99  # the bilinear spread of one cell stays within 15 px
+    uniform = score(np.ones((10, 10), np.float32), mask)
+    assert uniform["heat_in_mask"] == pytest.approx(0.09, abs=1e-6)  # a uniform map: the area
