@@ -69,9 +69,11 @@ def _value(metric: str, value: float) -> str:
 
 
 def _interval(bounds: tuple[float, float] | None) -> str:
+    """Jackknife t-intervals are symmetric and can pass 0 or 1; every rate shown lives in
+    [0, 1], so the printed bounds are clipped there."""
     if bounds is None or math.isnan(sum(bounds)):
         return "-"
-    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+    return f"{max(bounds[0], 0.0):.2f}-{min(bounds[1], 1.0):.2f}"
 
 
 def format_metrics(

@@ -65,6 +65,10 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline):
     overall = table.index(next(line for line in table if line.startswith("overall")))
     assert table[overall].split()[1] == "4"  # example count
     assert table[overall + 1].split()[:2] == ["95%", "CI"]
+    for cell in table[overall + 1].split()[2:]:  # printed bounds stay within [0, 1]
+        if cell != "-":
+            lower, upper = map(float, cell.split("-"))
+            assert 0.0 <= lower <= upper <= 1.0, cell
 
 
 def test_rerun_is_cached_and_unreachable_threshold_blocks_push(demo_pipeline):
