@@ -92,6 +92,7 @@ def evaluate(model_dir: str, files: Sequence[str]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per group: pointing rates are means, heat share and area medians (skewed by size)."""
     groups = {
         "all": rows,
         "correct": [r for r in rows if r["label"] == r["predicted"]],
@@ -102,12 +103,13 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     out = {}
     for name, rs in groups.items():
         if rs:
-            mean = {k: float(np.mean([r[k] for r in rs])) for k in ("hit", "centre_hit")}
-            mean.update({k: float(np.median([r[k] for r in rs])) for k in ("heat_in_mask", "area")})
-            mean["concentration"] = mean["heat_in_mask"] / mean["area"] if mean["area"] else 0.0
+            stats = {k: float(np.mean([r[k] for r in rs])) for k in ("hit", "centre_hit")}
+            for k in ("heat_in_mask", "area"):
+                stats[k] = float(np.median([r[k] for r in rs]))
+            stats["concentration"] = stats["heat_in_mask"] / stats["area"] if stats["area"] else 0.0
             misses = [r["miss_cells"] for r in rs if not r["hit"]]
-            mean["miss_cells"] = float(np.median(misses)) if misses else 0.0
-            out[name] = {"n": len(rs), **mean}
+            stats["miss_cells"] = float(np.median(misses)) if misses else 0.0
+            out[name] = {"n": len(rs), **stats}
     return out
 
 
