@@ -56,7 +56,7 @@ class PipelineConfig:
     # A candidate may not lose more than this (absolute) against the last blessed model.
     max_regression: dict[str, float] = field(default_factory=lambda: {"auc": 0.02})
     # 95 % intervals on every metric (TFMA jackknife, 20 buckets); thresholds still gate on the
-    # point estimate. The bucket draw is TFMA's own, so bounds wobble slightly between runs.
+    # point estimate. TFMA draws the buckets without a seed: bounds move a few points per run.
     confidence_intervals: bool = True
     beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     enable_cache: bool = True
