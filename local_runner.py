@@ -13,25 +13,50 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from pipeline.config import PROFILES, REPO_ROOT, profile  # noqa: E402
+from modules import contract as C  # noqa: E402
+from pipeline.config import PROFILES, PipelineConfig, profile  # noqa: E402
 
-DEMO_RAW = os.path.join(REPO_ROOT, "demo_data", "busi")
+DEMO_RAW = os.path.join("demo_data", "busi")
+log = logging.getLogger("lesionlens")
+
+
+def metadata_connection(cfg: PipelineConfig):
+    """MLMD in sqlite under the output root: this runner's choice, not the pipeline's."""
+    from tfx import v1 as tfx
+
+    path = os.path.join(cfg.output_root, "tfx", "metadata.sqlite")
+    return tfx.orchestration.metadata.sqlite_metadata_connection_config(path)
+
+
+def run_pipeline(cfg: PipelineConfig) -> None:
+    """One LocalDagRunner run of the pipeline with this runner's store and Beam options."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    pipeline = create_pipeline(
+        cfg,
+        metadata_connection_config=metadata_connection(cfg),
+        beam_pipeline_args=list(cfg.beam_args),
+    )
+    tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
 def ensure_demo_data(records: str) -> None:
     """Generates and ingests the synthetic demo set once (deterministic, seed 0)."""
-    if os.path.exists(os.path.join(records, "manifest.json")):
+    if os.path.exists(os.path.join(records, C.MANIFEST)):
         return
     from lesionlens import synth
     from lesionlens.ingest import job
 
-    print(f"[demo] generating synthetic BUSI-layout data in {DEMO_RAW}")
+    log.info("generating synthetic BUSI-layout data in %s", DEMO_RAW)
     synth.generate(DEMO_RAW, layout="busi", n=40, size=96, seed=0)
     manifest = job.run(job.IngestConfig(src=DEMO_RAW, out=records))
-    print(job.summary_table(manifest))
+    log.info("ingested %s:\n%s", records, job.summary_table(manifest))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,32 +101,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_cache:
         overrides["enable_cache"] = False
     cfg = profile(args.profile, **overrides)
+    from pipeline.console import log_to_console, quiet_libraries
+
+    log_to_console()
+    if not args.verbose:
+        quiet_libraries()
     if args.profile == "demo" and not args.data:
         ensure_demo_data(cfg.data_root)
-    if not os.path.exists(os.path.join(cfg.data_root, "manifest.json")):
-        print(
-            f"error: {cfg.data_root} is not an ingestion output (no manifest.json); run "
-            "`lesionlens ingest SRC OUT` first and pass --data OUT",
-            file=sys.stderr,
+    if not os.path.exists(os.path.join(cfg.data_root, C.MANIFEST)):
+        log.error(
+            "%s is not an ingestion output (no %s); run `lesionlens ingest SRC OUT` first and "
+            "pass --data OUT",
+            cfg.data_root,
+            C.MANIFEST,
         )
         return 2
 
-    from tfx import v1 as tfx
-
-    from pipeline.console import quiet
-    from pipeline.pipeline import create_pipeline
     from pipeline.results import format_metrics, latest_results
 
-    quiet(args.verbose)
     t0 = time.time()
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
-    res = latest_results(cfg)
-    print(f"\n[lesionlens] pipeline finished in {time.time() - t0:.0f} s (profile {args.profile})")
-    print("test-split metrics:\n" + format_metrics(res["metrics"], res["intervals"]))
+    run_pipeline(cfg)
+    res = latest_results(metadata_connection(cfg))
+    log.info("pipeline finished in %.0f s (profile %s)", time.time() - t0, args.profile)
+    log.info(
+        "test-split metrics (95%% CI: seeded bootstrap, %d resamples):\n%s",
+        cfg.interval_resamples,
+        format_metrics(res["metrics"], res["intervals"]),
+    )
     if res["pushed"]:
-        print(f"pushed model: {res['pushed_destination']}")
+        log.info("pushed model: %s", res["pushed_destination"])
     else:
-        print("model NOT pushed: the Evaluator did not bless it (thresholds: pipeline/config.py)")
+        log.warning("model NOT pushed: the Evaluator did not bless it (thresholds: config)")
     with open(os.path.join(cfg.output_root, "last_run.json"), "w") as f:
         json.dump(res, f, indent=2)
     return 0

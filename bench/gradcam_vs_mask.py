@@ -38,7 +38,8 @@ import tensorflow as tf
 from PIL import Image
 from scipy import ndimage
 
-from bench.serving import record_files, resolve_model_dir
+from bench.serving_latency import record_files, resolve_model_dir
+from modules import contract as C
 from serving.overlay import upsample
 
 BATCH = 16
@@ -67,25 +68,25 @@ def _field(example: tf.train.Example, name: str):
 
 def evaluate(model_dir: str, files: Sequence[str]) -> list[dict]:
     """Scores every test example that has a non-empty mask."""
-    predict = tf.saved_model.load(model_dir).signatures["serving_default"]
+    predict = tf.saved_model.load(model_dir).signatures[C.SERVING_DEFAULT]
     compression = "GZIP" if files[0].endswith(".gz") else ""
     rows = []
     batches = tf.data.TFRecordDataset(list(files), compression_type=compression).batch(BATCH)
     for batch in batches:
-        out = predict(examples=batch)
+        out = predict(**{C.EXAMPLES: batch})
         for i, raw in enumerate(batch.numpy()):
             example = tf.train.Example.FromString(raw)
-            mask_bytes = _field(example, "mask")
+            mask_bytes = _field(example, C.MASK)
             if not mask_bytes:
                 continue
             mask = np.asarray(Image.open(io.BytesIO(mask_bytes)).convert("L")) > 0
             if not mask.any():
                 continue
-            row = score(out["gradcam"][i].numpy(), mask)
+            row = score(out[C.GRADCAM][i].numpy(), mask)
             row.update(
-                image_id=_field(example, "image_id").decode(),
-                label=int(_field(example, "label")),
-                predicted=int(out["class_id"][i].numpy()),
+                image_id=_field(example, C.IMAGE_ID).decode(),
+                label=int(_field(example, C.LABEL)),
+                predicted=int(out[C.CLASS_ID][i].numpy()),
             )
             rows.append(row)
     return rows

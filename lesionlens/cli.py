@@ -15,7 +15,8 @@ import sys  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from lesionlens import synth
     from lesionlens.ingest import cli as ingest_cli
-    from serving import cli as serving_cli
+    from serving import cli as predict_cli
+    from serving.dev import cli as serve_dev_cli
 
     parser = argparse.ArgumentParser(
         prog="lesionlens", description="Explainable breast-lesion classification (TFX)."
@@ -23,11 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     synth.add_cli(sub)
     ingest_cli.add_cli(sub)
-    serving_cli.add_cli(sub)
+    predict_cli.add_cli(sub)
+    serve_dev_cli.add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.console import log_to_console
+
+    log_to_console()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "accepts_extra", False):

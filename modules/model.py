@@ -7,6 +7,8 @@ import os
 import tensorflow as tf
 import tf_keras as keras
 
+from modules import contract as C
+
 LAST_CONV_LAYER = "top_activation"  # EfficientNetV2B0's last conv feature map (10x10 at 299)
 LOGITS_LAYER = "logits"
 EPSILON = 1e-8
@@ -16,12 +18,12 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be downloaded (offline machine)."""
 
 
-def build_model(num_classes: int, image_size: int, weights: str = "none") -> keras.Model:
+def build_model(num_classes: int, image_size: int, weights: str) -> keras.Model:
     """One flat functional model (backbone layers inline) so Grad-CAM can reach `top_activation`.
 
     weights: "imagenet" (Keras download), "none" (random init) or a path to a no-top weights file.
     """
-    inputs = keras.Input((image_size, image_size, 3), name="image", dtype=tf.float32)
+    inputs = keras.Input((image_size, image_size, 3), name=C.IMAGE, dtype=tf.float32)
     w = None if weights in ("none", "", None) else weights
     if w not in (None, "imagenet") and not os.path.exists(w):
         raise FileNotFoundError(f"weights file not found: {w}")
@@ -41,7 +43,7 @@ def build_model(num_classes: int, image_size: int, weights: str = "none") -> ker
         raise
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
-    probs = keras.layers.Activation("softmax", name="probabilities", dtype=tf.float32)(logits)
+    probs = keras.layers.Activation("softmax", name=C.PROBABILITIES, dtype=tf.float32)(logits)
     return keras.Model(inputs, probs, name="lesionlens_efficientnetv2b0")
 
 
@@ -74,7 +76,7 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor) -> dict[str, tf.Tensor
     weights = tf.reduce_mean(grads, axis=[1, 2])
     heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
     heat = heat / (tf.reduce_max(heat, axis=[1, 2], keepdims=True) + EPSILON)
-    return {**_class_outputs(tf.nn.softmax(logits, axis=-1)), "gradcam": heat}
+    return {**_class_outputs(tf.nn.softmax(logits, axis=-1)), C.GRADCAM: heat}
 
 
 def predict_only(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -84,7 +86,7 @@ def predict_only(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
 def _class_outputs(probs: tf.Tensor) -> dict[str, tf.Tensor]:
     """Outputs every predict signature shares; positive = label 1 (malignant / sick)."""
     return {
-        "probabilities": probs,
-        "class_id": tf.argmax(probs, axis=-1),
-        "positive_probability": probs[:, 1],
+        C.PROBABILITIES: probs,
+        C.CLASS_ID: tf.argmax(probs, axis=-1),
+        C.POSITIVE_PROBABILITY: probs[:, C.POSITIVE_LABEL],
     }

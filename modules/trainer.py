@@ -3,7 +3,9 @@ serving signatures of the design brief (raw tf.Examples, image bytes, predict-on
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -13,11 +15,13 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from modules import features as F
+from modules import contract as C
 from modules import model as M
+from modules.options import TrainerOptions, from_custom_config
 from modules.transform import decode_images, prepare_images
 
 AUTOTUNE = tf.data.AUTOTUNE
+log = logging.getLogger(__name__)
 
 
 def input_dataset(
@@ -28,8 +32,8 @@ def input_dataset(
 ) -> tf.data.Dataset:
     """(image float32 [B,S,S,3], label int64 [B]) batches from gzipped transformed examples."""
     spec = {
-        F.IMAGE: tf.io.FixedLenFeature([], tf.string),
-        F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+        C.IMAGE: tf.io.FixedLenFeature([], tf.string),
+        C.LABEL: tf.io.FixedLenFeature([], tf.int64),
     }
     files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
@@ -39,7 +43,7 @@ def input_dataset(
     @tf.autograph.experimental.do_not_convert
     def parse(serialized):
         d = tf.io.parse_example(serialized, spec)
-        return decode_images(d[F.IMAGE], image_size), d[F.LABEL]
+        return decode_images(d[C.IMAGE], image_size), d[C.LABEL]
 
     ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
@@ -55,10 +59,7 @@ class _Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         stats = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-        print(
-            f"[trainer] epoch {epoch + 1}/{self.epochs} {stats} ({time.time() - self.t0:.0f} s)",
-            flush=True,
-        )
+        log.info("epoch %d/%d %s (%.0f s)", epoch + 1, self.epochs, stats, time.time() - self.t0)
 
 
 def _serving_signatures(
@@ -69,25 +70,25 @@ def _serving_signatures(
     model.tft_layer = tf_transform_output.transform_features_layer()
     cam = M.GradCam(model)
     serving_spec = {
-        F.IMAGE: tf.io.FixedLenFeature([1], tf.string),
-        F.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        F.MODALITY: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        F.DATASET: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
+        C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
+        C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
+        C.MODALITY: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
+        C.DATASET: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
     }
 
     def transformed_images(serialized):
         parsed = tf.io.parse_example(serialized, serving_spec)
         transformed = model.tft_layer(parsed)
-        return decode_images(transformed[F.IMAGE], size)
+        return decode_images(transformed[C.IMAGE], size)
 
     @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
     )
     def serve_examples(serialized):
         return M.predict_with_gradcam(cam, transformed_images(serialized))
 
     @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
     )
     def serve_predict_only(serialized):
         return M.predict_only(model, transformed_images(serialized))
@@ -95,8 +96,8 @@ def _serving_signatures(
     @tf.function(
         autograph=False,
         input_signature=[
-            tf.TensorSpec([None], tf.string, name="image_bytes"),
-            tf.TensorSpec([None], tf.string, name="mask_bytes"),
+            tf.TensorSpec([None], tf.string, name=C.IMAGE_BYTES),
+            tf.TensorSpec([None], tf.string, name=C.MASK_BYTES),
         ],
     )
     def serve_images(image_bytes, mask_bytes):
@@ -106,37 +107,32 @@ def _serving_signatures(
     raw_spec = tf_transform_output.raw_feature_spec()
 
     @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="examples")]
+        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
     )
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
 
     return {
-        "serving_default": serve_examples.get_concrete_function(),
-        "predict_images": serve_images.get_concrete_function(),
-        "predict_only": serve_predict_only.get_concrete_function(),
-        "transform_features": transform_features.get_concrete_function(),
+        C.SERVING_DEFAULT: serve_examples.get_concrete_function(),
+        C.PREDICT_IMAGES: serve_images.get_concrete_function(),
+        C.PREDICT_ONLY: serve_predict_only.get_concrete_function(),
+        C.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
     }
 
 
+# TFX Trainer will call this function.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """TFX Trainer entry point. Hyperparameters come from `custom_config` (pipeline config)."""
-    cfg = fn_args.custom_config or {}
-    size = int(cfg.get("image_size", 299))
-    batch = int(cfg.get("batch_size", 32))
-    epochs = int(cfg.get("epochs", 22))
-    classes = list(cfg.get("classes", ["benign", "malignant"]))
-    seed = int(cfg.get("seed", 42))
-    roi = bool(cfg.get("roi", True))
-    weights = str(cfg.get("weights", "none"))
-    keras.utils.set_random_seed(seed)
+    """Trains, then exports the SavedModel with every serving signature and its model info."""
+    opts = from_custom_config(TrainerOptions, fn_args.custom_config)
+    keras.utils.set_random_seed(opts.seed)
+    size, batch = opts.image_size, opts.batch_size
 
-    train_ds = input_dataset(fn_args.train_files, size, batch, shuffle_seed=seed)
+    train_ds = input_dataset(fn_args.train_files, size, batch, shuffle_seed=opts.seed)
     eval_ds = input_dataset(fn_args.eval_files, size, batch)
 
-    model = M.build_model(len(classes), size, weights)
+    model = M.build_model(len(opts.classes), size, opts.weights)
     model.compile(
-        optimizer=keras.optimizers.Nadam(learning_rate=float(cfg.get("learning_rate", 1e-4))),
+        optimizer=keras.optimizers.Nadam(learning_rate=opts.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -144,35 +140,33 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     history = model.fit(
         train_ds,
         validation_data=eval_ds,
-        epochs=epochs,
+        epochs=opts.epochs,
         verbose=0,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-            _Progress(epochs),
+            _Progress(opts.epochs),
         ],
     )
     train_seconds = time.time() - t0
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    signatures = _serving_signatures(model, tf_transform_output, size, roi)
+    signatures = _serving_signatures(model, tf_transform_output, size, opts.roi)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
-    assets = os.path.join(fn_args.serving_model_dir, "assets.extra")
-    tf.io.gfile.makedirs(assets)
-    with tf.io.gfile.GFile(os.path.join(assets, "lesionlens.json"), "w") as f:
+    info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
+    tf.io.gfile.makedirs(os.path.dirname(info))
+    with tf.io.gfile.GFile(info, "w") as f:
         json.dump(
             {
-                "classes": classes,
-                "image_size": size,
-                "roi": roi,
-                "weights": weights,
-                "epochs": epochs,
+                **{k: v for k, v in dataclasses.asdict(opts).items() if k != "code"},
                 "train_seconds": round(train_seconds, 1),
                 "history": {k: [float(x) for x in v] for k, v in history.history.items()},
             },
             f,
             indent=2,
         )
-    print(
-        f"[trainer] trained {epochs} epochs in {train_seconds:.0f} s; "
-        f"exported {fn_args.serving_model_dir}"
+    log.info(
+        "trained %d epochs in %.0f s; exported %s",
+        opts.epochs,
+        train_seconds,
+        fn_args.serving_model_dir,
     )

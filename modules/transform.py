@@ -10,7 +10,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from modules import features as F
+from modules import contract as C
+from modules.options import TransformOptions, from_custom_config
 
 
 def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
@@ -68,14 +69,15 @@ def _flat(t: tf.Tensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
-    """tf.Transform entry point; `custom_config` carries image_size and roi from the config."""
-    size = int(custom_config.get("image_size", 299))
-    roi = bool(custom_config.get("roi", True))
-    images, has_mask = prepare_images(_flat(inputs[F.IMAGE]), _flat(inputs[F.MASK]), size, roi)
+    """tf.Transform entry point (TFX Transform calls it); options come from PipelineConfig."""
+    opts = from_custom_config(TransformOptions, custom_config)
+    images, has_mask = prepare_images(
+        _flat(inputs[C.IMAGE]), _flat(inputs[C.MASK]), opts.image_size, opts.roi
+    )
     return {
-        F.IMAGE: encode_images(images),
-        F.LABEL: _flat(inputs[F.LABEL]),
-        F.MODALITY: _flat(inputs[F.MODALITY]),
-        F.DATASET: _flat(inputs[F.DATASET]),
-        F.HAS_MASK: has_mask,
+        C.IMAGE: encode_images(images),
+        C.LABEL: _flat(inputs[C.LABEL]),
+        C.MODALITY: _flat(inputs[C.MODALITY]),
+        C.DATASET: _flat(inputs[C.DATASET]),
+        C.HAS_MASK: has_mask,
     }

@@ -6,37 +6,46 @@ import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA_PATH = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
+from modules.options import SmoteMethod
 
 
 def modules_fingerprint() -> str:
-    """Hash of the ML code in modules/. Components load it by import path, which TFX's cache
-    key does not cover, so the fingerprint goes into their configs: edited code reruns."""
+    """Hash of the ML code in modules/ (installed or checked out). Components load it by
+    import path, which TFX's cache key does not cover, so the fingerprint goes into their
+    configs: edited code reruns."""
     digest = hashlib.sha256()
-    folder = os.path.join(REPO_ROOT, "modules")
-    for dirpath, dirnames, filenames in sorted(os.walk(folder)):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    digest.update(name.encode() + f.read())
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.is_dir() and entry.name != "__pycache__":
+                walk(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".py"):
+                digest.update(f"{prefix}{entry.name}".encode() + entry.read_bytes())
+
+    walk(files("modules"), "")
     return digest.hexdigest()[:16]
+
+
+def _absolute(path: str) -> str:
+    """Local paths relative to the working directory; gs:// and other URLs as they are."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 @dataclass
 class PipelineConfig:
     """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32."""
 
-    data_root: str = os.path.join(REPO_ROOT, "demo_data", "records")
-    output_root: str = os.path.join(REPO_ROOT, "out")
+    data_root: str = os.path.join("demo_data", "records")  # relative: to the working directory
+    output_root: str = "out"
     pipeline_name: str = "lesionlens"
     model_name: str = "lesionlens"
     classes: tuple[str, ...] = ("benign", "malignant")
     image_size: int = 299
     roi: bool = True
-    smote: str = "pixel"  # "pixel" (flattened-pixel SMOTE, the paper) or "none"
+    smote: SmoteMethod = SmoteMethod.PIXEL  # "pixel" (flattened-pixel SMOTE, the paper) | "none"
     smote_k_neighbors: int = 5
     smote_target_ratio: float = 1.0
     smote_max_memory_gb: float = 8.0
@@ -55,19 +64,23 @@ class PipelineConfig:
     slice_features: tuple[str, ...] = ("modality", "dataset", "label", "has_mask")
     # A candidate may not lose more than this (absolute) against the last blessed model.
     max_regression: dict[str, float] = field(default_factory=lambda: {"auc": 0.02})
-    # 95 % intervals on every metric (TFMA jackknife, 20 buckets); thresholds still gate on the
-    # point estimate. TFMA draws the buckets without a seed: bounds move a few points per run.
+    # Intervals on every metric and slice of the test split: a bootstrap resampled within each
+    # class, seeded with `seed`, so the same model and data give the same bounds. Thresholds
+    # gate on TFMA's point estimates.
     confidence_intervals: bool = True
+    interval_resamples: int = 1000
+    interval_level: float = 0.95
     beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     enable_cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.data_root = _absolute(self.data_root)
+        self.output_root = _absolute(self.output_root)
+        self.smote = SmoteMethod(self.smote)  # a wrong name fails here, not mid-run
 
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.output_root, "tfx", self.pipeline_name)
-
-    @property
-    def metadata_path(self) -> str:
-        return os.path.join(self.output_root, "tfx", "metadata.sqlite")
 
     @property
     def serving_root(self) -> str:
@@ -90,10 +103,10 @@ PROFILES: dict[str, dict] = {
         max_regression={},
     ),
     # The paper's protocol on BUSI benign+malignant (ingest with --protocol paper).
-    "busi-paper": dict(data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records")),
+    "busi-paper": dict(data_root=os.path.join("out", "busi-paper", "records")),
     # What fits a CPU-only machine without ImageNet weights (see README for measured numbers).
     "busi-cpu": dict(
-        data_root=os.path.join(REPO_ROOT, "out", "busi-paper", "records"),
+        data_root=os.path.join("out", "busi-paper", "records"),
         image_size=224,
         weights="none",
     ),

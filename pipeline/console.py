@@ -1,16 +1,34 @@
-"""Readable console output for local runs: TFX's per-component progress and errors, without
-the thousands of INFO/WARNING lines TensorFlow, Beam and TFX print by default."""
+"""One console for local runs: LesionLens's own log lines and TFX's per-component progress,
+each as ``[source] message``, without the thousands of INFO/WARNING lines TensorFlow, Beam
+and TFX print by default."""
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 
+# Loggers of this project; components and jobs log through `logging.getLogger(__name__)`.
+PACKAGES = ("lesionlens", "local_runner", "modules", "pipeline", "serving")
 _PROGRESS = re.compile(r"^Component \S+ is (running|finished)\.$")
+progress = logging.getLogger("lesionlens.pipeline")
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``[trainer] epoch 3/5 ...``: the first name below the package (modules.smote.executor
+    -> smote, lesionlens.ingest.job -> ingest), warnings and errors marked as such."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = record.name.split(".")
+        source = parts[1] if len(parts) > 1 else parts[0]
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
+        return f"[{source}] {level}{record.getMessage()}"
 
 
 class _ProgressOnly(logging.Filter):
+    """Turns TFX's 'Component X is running/finished.' into one progress line each."""
+
     def __init__(self) -> None:
         super().__init__()
         self.started: dict[str, float] = {}
@@ -24,17 +42,26 @@ class _ProgressOnly(logging.Filter):
         name = message.split()[1]
         if message.endswith("running."):
             self.started[name] = time.time()
-            print(f"[pipeline] {name} ...", flush=True)
+            progress.info("%s ...", name)
         else:
             took = time.time() - self.started.get(name, time.time())
-            print(f"[pipeline] {name} done ({took:.0f} s)", flush=True)
+            progress.info("%s done (%.0f s)", name, took)
         return False
 
 
-def quiet(verbose: bool = False) -> None:
-    """Keep component progress and errors; `verbose=True` leaves every library log on."""
-    if verbose:
-        return
+def log_to_console() -> None:
+    """This project's loggers at INFO on stdout, one ``[source] message`` line each."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(ConsoleFormatter())
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+
+
+def quiet_libraries() -> None:
+    """Of TFX, TensorFlow and Beam: component progress and errors only."""
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)

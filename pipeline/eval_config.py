@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from tensorflow_model_analysis.proto import config_pb2
 
+from modules import contract as C
 from pipeline.config import PipelineConfig
-
-# TFMA metric class -> the metric name thresholds are keyed by.
-METRICS = {
-    "ExampleCount": "example_count",
-    "BinaryAccuracy": "binary_accuracy",
-    "AUC": "auc",
-    "Precision": "precision",
-    "Recall": "recall",
-    "Specificity": "specificity",
-    "F1Score": "f1_score",
-}
 
 
 def _threshold(lower: float | None, max_drop: float | None) -> config_pb2.MetricThreshold:
@@ -32,18 +22,18 @@ def _threshold(lower: float | None, max_drop: float | None) -> config_pb2.Metric
 
 
 def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
-    unknown = {*cfg.thresholds, *cfg.max_regression} - set(METRICS.values())
+    unknown = {*cfg.thresholds, *cfg.max_regression} - set(C.METRIC_NAMES)
     for per in cfg.slice_thresholds.values():
-        unknown |= set(per) - set(METRICS.values())
+        unknown |= set(per) - set(C.METRIC_NAMES)
     if unknown:
         raise ValueError(
-            f"unknown metric(s) in thresholds: {sorted(unknown)}; use {sorted(METRICS.values())}"
+            f"unknown metric(s) in thresholds: {sorted(unknown)}; use {sorted(C.METRIC_NAMES)}"
         )
     # TFMA applies MetricConfig.threshold to every slice (AUC on a one-class `label` slice is
     # 0), so overall bounds are per-slice thresholds on the overall slice only.
     per_feature = {"": cfg.thresholds, **cfg.slice_thresholds}
     metrics = []
-    for class_name, name in METRICS.items():
+    for class_name, name in C.METRICS.items():
         mc = config_pb2.MetricConfig(class_name=class_name)
         for feature, bounds in sorted(per_feature.items()):
             drop = cfg.max_regression.get(name) if feature == "" else None
@@ -58,10 +48,10 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     config = config_pb2.EvalConfig(
         model_specs=[
             config_pb2.ModelSpec(
-                signature_name="serving_default",
-                preprocessing_function_names=["transform_features"],
-                label_key="label",
-                prediction_key="positive_probability",
+                signature_name=C.SERVING_DEFAULT,
+                preprocessing_function_names=[C.TRANSFORM_FEATURES],
+                label_key=C.LABEL,
+                prediction_key=C.POSITIVE_PROBABILITY,
             )
         ],
         slicing_specs=[config_pb2.SlicingSpec()]
@@ -71,7 +61,6 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     # The saved Keras model carries its compiled loss over 2-class probabilities; TFMA would
     # apply it to `positive_probability`. Only the metrics listed above are wanted.
     config.options.include_default_metrics.value = False
-    if cfg.confidence_intervals:
-        config.options.compute_confidence_intervals.value = True
-        config.options.confidence_intervals.method = config_pb2.ConfidenceIntervalOptions.JACKKNIFE
+    # Intervals come from the BootstrapIntervals component (seeded); TFMA's are not.
+    config.options.compute_confidence_intervals.value = False
     return config

@@ -1,27 +1,41 @@
-"""`create_pipeline`: wires the components and nothing else (the ML code is in modules/)."""
+"""`create_pipeline`: wires the components and nothing else (the ML code is in modules/).
+
+The metadata store and the Beam options come from the runner (local_runner.py supplies
+sqlite and DirectRunner; an orchestrator supplies its own), as in TFX's templates.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from modules import contract as C
 from modules.anomalies_gate import AnomaliesGate
+from modules.intervals import BootstrapIntervals
+from modules.options import TrainerOptions, TransformOptions
 from modules.smote import Smote
-from pipeline.config import SCHEMA_PATH, PipelineConfig, modules_fingerprint
+from pipeline.config import PipelineConfig, modules_fingerprint
 from pipeline.eval_config import build_eval_config
+from schema import schema_path
 
-SPLITS = ("train", "eval", "test")
 
-
-def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(
+    cfg: PipelineConfig,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
+    beam_pipeline_args: list[str],
+) -> tfx.dsl.Pipeline:
     code = modules_fingerprint()
     example_gen = tfx.components.ImportExampleGen(
         input_base=cfg.data_root,
         input_config=tfx.proto.Input(
-            splits=[tfx.proto.Input.Split(name=s, pattern=f"{s}/*.tfrecord.gz") for s in SPLITS]
+            splits=[tfx.proto.Input.Split(name=s, pattern=f"{s}/{C.SHARD_GLOB}") for s in C.SPLITS]
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_PATH)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path())
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
@@ -30,8 +44,10 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="modules.transform.preprocessing_fn",
-        custom_config={"image_size": cfg.image_size, "roi": cfg.roi, "code": code},
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
+        custom_config=dataclasses.asdict(
+            TransformOptions(image_size=cfg.image_size, roi=cfg.roi, code=code)
+        ),
+        splits_config=tfx.proto.SplitsConfig(analyze=[C.TRAIN], transform=list(C.SPLITS)),
         disable_statistics=True,
     )
     transform.add_upstream_node(anomalies_gate)
@@ -42,6 +58,7 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         seed=cfg.seed,
         target_ratio=cfg.smote_target_ratio,
         max_memory_gb=cfg.smote_max_memory_gb,
+        resample_splits=(C.TRAIN,),
         code_version=code,
     )
     trainer = tfx.components.Trainer(
@@ -49,19 +66,21 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=smote.outputs["resampled_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={
-            "image_size": cfg.image_size,
-            "roi": cfg.roi,
-            "batch_size": cfg.batch_size,
-            "epochs": cfg.epochs,
-            "learning_rate": cfg.learning_rate,
-            "classes": list(cfg.classes),
-            "weights": cfg.weights,
-            "seed": cfg.seed,
-            "code": code,
-        },
+        train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
+        custom_config=dataclasses.asdict(
+            TrainerOptions(
+                image_size=cfg.image_size,
+                roi=cfg.roi,
+                batch_size=cfg.batch_size,
+                epochs=cfg.epochs,
+                learning_rate=cfg.learning_rate,
+                classes=list(cfg.classes),
+                weights=cfg.weights,
+                seed=cfg.seed,
+                code=code,
+            )
+        ),
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -72,8 +91,18 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        example_splits=["test"],
+        example_splits=[C.TEST],
         eval_config=build_eval_config(cfg),
+    )
+    intervals = BootstrapIntervals(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        split=C.TEST,
+        slice_features=json.dumps(list(cfg.slice_features)),
+        resamples=cfg.interval_resamples,
+        level=cfg.interval_level,
+        seed=cfg.seed,
+        code_version=code,
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -97,13 +126,13 @@ def create_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
         evaluator,
         pusher,
     ]
+    if cfg.confidence_intervals:
+        components.append(intervals)
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,
         components=components,
         enable_cache=cfg.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            cfg.metadata_path
-        ),
-        beam_pipeline_args=list(cfg.beam_args),
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
     )

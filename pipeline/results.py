@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
-from tfx.orchestration import metadata
+from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
+from modules import contract as C
+from modules.intervals.component import INTERVALS_FILE, MetricIntervals
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str):
@@ -17,11 +19,11 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
     return max(arts, key=lambda a: a.id) if arts else None
 
 
-def latest_results(cfg: PipelineConfig) -> dict:
-    """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}}),
-    intervals ({slice: {metric: (lower, upper)}}, 95 %, when the config computes them)."""
-    conn = metadata.sqlite_metadata_connection_config(cfg.metadata_path)
-    store = metadata_store.MetadataStore(conn)
+def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConfig) -> dict:
+    """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}},
+    TFMA's), intervals ({slice: {metric: (lower, upper)}}, from BootstrapIntervals for the
+    model the Evaluator judged, when the config computes them)."""
+    store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
         "pushed_destination": None,
@@ -36,15 +38,33 @@ def latest_results(cfg: PipelineConfig) -> dict:
         if out["pushed"]:
             out["pushed_destination"] = props["pushed_destination"].string_value
     blessing = _latest(store, "ModelBlessing")
-    if blessing is not None and "blessed" in blessing.custom_properties:
-        out["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
+    model_uri = None
+    if blessing is not None:
+        props = blessing.custom_properties
+        out["blessed"] = bool(props["blessed"].int_value) if "blessed" in props else False
+        model_uri = props["current_model"].string_value if "current_model" in props else None
     evaluation = _latest(store, "ModelEvaluation")
     if evaluation is not None and os.path.exists(evaluation.uri):
-        for slice_key, metrics, intervals in _slices(evaluation.uri):
-            out["metrics"][slice_key] = metrics
-            if intervals:
-                out["intervals"][slice_key] = intervals
+        out["metrics"] = dict(_slices(evaluation.uri))
+    out["intervals"] = _intervals(store, model_uri)
     return out
+
+
+def _intervals(store: metadata_store.MetadataStore, model_uri: str | None) -> dict:
+    """Bootstrap intervals of the evaluated model (a rerun on a cached model reuses them)."""
+    for art in sorted(store.get_artifacts_by_type(MetricIntervals.TYPE_NAME), key=lambda a: -a.id):
+        props = art.custom_properties
+        if model_uri and props["model_uri"].string_value != model_uri:
+            continue
+        path = os.path.join(art.uri, INTERVALS_FILE)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            slices = json.load(f)["slices"]
+        return {
+            name: {m: tuple(b) for m, b in s["intervals"].items()} for name, s in slices.items()
+        }
+    return {}
 
 
 def _slices(uri: str):
@@ -52,16 +72,13 @@ def _slices(uri: str):
     for slice_key, by_output in result.slicing_metrics:
         name = "overall" if not slice_key else ",".join(f"{k}={v}" for k, v in slice_key)
         values = by_output.get("", {}).get("", {})
-        flat, intervals = {}, {}
+        flat = {}
         for metric, v in values.items():
             if "doubleValue" in v:
                 flat[metric] = float(v["doubleValue"])  # NaN arrives as the string "NaN"
             elif "boundedValue" in v:
-                b = v["boundedValue"]
-                flat[metric] = float(b["value"])
-                if "lowerBound" in b and "upperBound" in b:
-                    intervals[metric] = (float(b["lowerBound"]), float(b["upperBound"]))
-        yield name, flat, intervals
+                flat[metric] = float(v["boundedValue"]["value"])
+        yield name, flat
 
 
 def _value(metric: str, value: float) -> str:
@@ -69,11 +86,9 @@ def _value(metric: str, value: float) -> str:
 
 
 def _interval(bounds: tuple[float, float] | None) -> str:
-    """Jackknife t-intervals are symmetric and can pass 0 or 1; every rate shown lives in
-    [0, 1], so the printed bounds are clipped there."""
     if bounds is None or math.isnan(sum(bounds)):
         return "-"
-    return f"{max(bounds[0], 0.0):.2f}-{min(bounds[1], 1.0):.2f}"
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
 
 
 def format_metrics(
@@ -81,15 +96,7 @@ def format_metrics(
     intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
 ) -> str:
     """One row per slice; with intervals, a `95% CI` row under each slice that has them."""
-    cols = [
-        "example_count",
-        "binary_accuracy",
-        "auc",
-        "precision",
-        "recall",
-        "specificity",
-        "f1_score",
-    ]
+    cols = C.METRIC_NAMES
     lines = [f"{'slice':<28}" + "".join(f"{c[:11]:>12}" for c in cols)]
     for name in sorted(metrics, key=lambda n: (n != "overall", n)):
         m = metrics[name]

@@ -1,12 +1,12 @@
-"""Serving side of LesionLens: a TF Serving-compatible dev server, clients, Grad-CAM overlays.
+"""Serving side of LesionLens. What ships to users who query production TF Serving:
 
-Modules (each importable on its own; TensorFlow is only imported where tensors are built):
-
-- ``serving.dev_server``: local server speaking TF Serving's gRPC PredictionService/ModelService
-  and REST API, answering from a pushed SavedModel (``serve()``; ``python -m serving.dev_server``).
 - ``serving.client``: ``GrpcClient`` / ``RestClient`` with ``predict_images()``.
 - ``serving.overlay``: Grad-CAM upsampling, jet colour map, alpha blend -> PNG.
-- ``serving.cli``: ``add_cli(subparsers)`` registering ``predict`` and ``serve-dev``.
+- ``serving.cli``: ``lesionlens predict``.
+- ``serving.rest_json``, ``serving.errors``: TF Serving's REST JSON and error statuses.
+
+``serving.dev`` is the development stand-in server (``lesionlens serve-dev``), not for
+production. TensorFlow is only imported where tensors are built.
 """
 
 from __future__ import annotations

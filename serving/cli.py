@@ -1,4 +1,4 @@
-"""``lesionlens predict`` and ``lesionlens serve-dev``: score images against a model server.
+"""``lesionlens predict``: score images against TF Serving (or ``lesionlens serve-dev``).
 
 Why here: the project CLI (lesionlens/cli.py) only calls `add_cli(subparsers)` and dispatches
 ``args.func(args)``; TensorFlow and gRPC are imported inside the handlers so building the
@@ -15,20 +15,20 @@ import argparse
 import io
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modules import contract as C
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-DEFAULT_CLASSES = ("benign", "malignant")
-SIGNATURES = ("predict_images", "serving_default", "predict_only")
 
 
 def add_cli(subparsers: Any) -> None:
-    """Registers ``predict`` and ``serve-dev`` on an argparse subparsers object."""
+    """Registers ``predict`` on an argparse subparsers object."""
     predict = subparsers.add_parser(
         "predict",
         help="classify images with a served model; write Grad-CAM overlays and JSON",
@@ -39,7 +39,7 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
     predict.add_argument("--server", required=True, help="HOST:PORT (gRPC) or REST base URL")
     predict.add_argument("--model", required=True, help="model name on the server")
-    predict.add_argument("--signature", choices=SIGNATURES, default="predict_images")
+    predict.add_argument("--signature", choices=C.PREDICT_SIGNATURES, default=C.PREDICT_IMAGES)
     predict.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="model version (default: the latest)")
@@ -48,7 +48,7 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument(
         "--classes",
         type=_class_list,
-        default=list(DEFAULT_CLASSES),
+        default=list(C.DEFAULT_CLASSES["busi"]),
         help="comma-separated class names by class id (default: benign,malignant)",
     )
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
@@ -69,14 +69,6 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
     predict.set_defaults(func=run_predict)
 
-    serve_dev = subparsers.add_parser(
-        "serve-dev",
-        help="serve a pushed SavedModel locally over TF Serving's gRPC + REST protocols",
-        description="A development stand-in for tensorflow_model_server (not for production).",
-    )
-    add_serve_dev_arguments(serve_dev)
-    serve_dev.set_defaults(func=run_serve_dev)
-
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -90,84 +82,6 @@ def _class_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give at least one class name")
     return names
-
-
-def _version_label(text: str) -> tuple[str, int]:
-    label, sep, version = text.partition("=")
-    if not sep or not label or not version.isdigit():
-        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION, got {text!r}")
-    return label, int(version)
-
-
-def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``serve-dev`` (also used by ``python -m serving.dev_server``)."""
-    parser.add_argument(
-        "--model-dir",
-        required=True,
-        type=Path,
-        help="<serving_root>/<model_name> holding version dirs, or one version dir",
-    )
-    parser.add_argument(
-        "--model-name", help="default: the model dir's name (a version dir's parent's name)"
-    )
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
-    parser.add_argument("--rest-port", type=int, default=8501, help="REST port (0 = any free)")
-    parser.add_argument("--no-rest", action="store_true", help="serve gRPC only")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument(
-        "--version-label",
-        action="append",
-        default=[],
-        type=_version_label,
-        metavar="LABEL=VERSION",
-        help="a TF Serving version label, e.g. stable=3",
-    )
-
-
-def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None = None) -> int:
-    """Starts the dev server, prints its addresses and blocks until Ctrl-C / SIGTERM."""
-    import signal
-    import threading
-
-    if serve_fn is None:
-        from serving.dev_server import serve as serve_fn
-
-    try:
-        server = serve_fn(
-            args.model_dir,
-            args.model_name,
-            port=args.port,
-            rest_port=None if args.no_rest else args.rest_port,
-            host=args.host,
-            version_labels=dict(args.version_label),
-        )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(
-        f"Serving model '{server.model_name}' version {server.version} "
-        f"from {server.store.latest.path}",
-        flush=True,
-    )
-    print(f"  gRPC: {server.grpc_target}", flush=True)
-    if server.rest_url:
-        print(f"  REST: {server.rest_url}/v1/models/{server.model_name}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    print("Stopped.", flush=True)
-    return 0
 
 
 @dataclass
@@ -213,33 +127,20 @@ def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def is_mask_file(path: Path) -> bool:
-    """BUSI-style lesion masks (``name_mask.png``, ``name_mask_1.png``) are not inputs."""
-    return "_mask" in path.stem.lower()
+    """Lesion masks by ingestion's rule (``NAME_mask.png``, ``NAME_mask_1.png``) are not inputs."""
+    return C.mask_stem(path.name) is not None
 
 
-def sibling_mask(image_path: Path) -> tuple[bytes, str | None]:
-    """PNG of the union of ``<stem>_mask*.png`` next to an image, or (b"", None) if none."""
-    from PIL import Image
-
-    candidates = sorted(
-        p
-        for p in image_path.parent.iterdir()
-        if p.suffix.lower() == ".png"
-        and (p.stem == f"{image_path.stem}_mask" or p.stem.startswith(f"{image_path.stem}_mask_"))
-    )
+def sibling_mask(image_path: Path, size: tuple[int, int]) -> tuple[bytes, str | None]:
+    """The union of the image's masks beside it, as ingestion writes it, or (b"", None)."""
+    candidates = C.sibling_masks(str(image_path))
     if not candidates:
         return b"", None
-    from lesionlens.ingest.records import encode_png, mask_union
-
-    masks = [Image.open(path) for path in candidates]
-    if len({m.size for m in masks}) > 1:
-        sizes = ", ".join(
-            f"{p.name} {m.width}x{m.height}" for p, m in zip(candidates, masks, strict=True)
-        )
-        raise OSError(f"masks of {image_path.name} differ in size: {sizes}")
-    union = mask_union(masks)  # the same union ingestion writes
-    encoded = encode_png(Image.fromarray(union.astype(np.uint8) * 255, mode="L"))
-    return encoded, ",".join(str(p) for p in candidates)
+    try:
+        union = C.mask_union(candidates, lambda p: Path(p).read_bytes(), size)
+    except ValueError as error:
+        raise OSError(str(error)) from None
+    return C.encode_mask(union), ",".join(candidates)
 
 
 def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item:
@@ -256,7 +157,7 @@ def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item
     if mask_path is not None:
         return _Item(path, data, mask_path.read_bytes(), str(mask_path), size)
     if sibling_masks:
-        mask_bytes, mask_name = sibling_mask(path)
+        mask_bytes, mask_name = sibling_mask(path, size)
         return _Item(path, data, mask_bytes, mask_name, size)
     return _Item(path, data, b"", None, size)
 
@@ -281,7 +182,7 @@ def _score(client: Any, items: list[_Item], signature: str) -> list[tuple[_Item,
         if len(items) == 1:
             return [(items[0], error)]
         return [pair for item in items for pair in _score(client, [item], signature)]
-    missing = {"probabilities", "class_id"} - set(outputs)
+    missing = {C.PROBABILITIES, C.CLASS_ID} - set(outputs)
     if missing:
         raise ServingError(
             f"the response of {client.describe(signature)} lacks {sorted(missing)}; "
@@ -310,9 +211,9 @@ def _write_outputs(
 ) -> None:
     from serving.overlay import overlay_png
 
-    if "gradcam" in row:
+    if C.GRADCAM in row:
         overlay = out_dir / f"{stem}_gradcam.png"
-        overlay.write_bytes(overlay_png(item.image_bytes, row["gradcam"], alpha))
+        overlay.write_bytes(overlay_png(item.image_bytes, row[C.GRADCAM], alpha))
         record["gradcam_overlay"] = overlay.name
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
 
@@ -379,8 +280,8 @@ def run_predict(args: argparse.Namespace) -> int:
                     failed += 1
                     continue
                 scored += 1
-                probabilities = [float(p) for p in np.asarray(result["probabilities"])]
-                class_id = int(result["class_id"])
+                probabilities = [float(p) for p in np.asarray(result[C.PROBABILITIES])]
+                class_id = int(result[C.CLASS_ID])
                 class_name = _class_name(args.classes, class_id)
                 shown = ", ".join(
                     f"{_class_name(args.classes, i)}={p:.4f}" for i, p in enumerate(probabilities)
@@ -398,8 +299,8 @@ def run_predict(args: argparse.Namespace) -> int:
                         "classes": list(args.classes),
                         "probabilities": probabilities,
                     }
-                    if "gradcam" in result:
-                        record["gradcam"] = np.asarray(result["gradcam"]).tolist()
+                    if C.GRADCAM in result:
+                        record[C.GRADCAM] = np.asarray(result[C.GRADCAM]).tolist()
                     stem = _unique_stem(item.path.stem, used_stems)
                     try:
                         _write_outputs(args.out, stem, item, result, record, args.alpha)

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from modules import contract as C
 from serving import rest_json
 from serving.errors import (
     InvalidRequestError,
@@ -31,8 +32,6 @@ from serving.errors import (
 )
 
 InputFormat = Literal["auto", "images", "examples"]
-IMAGE_SIGNATURE = "predict_images"
-_EXAMPLE_BYTES_FEATURES = ("modality", "dataset", "image_id", "group_id")
 _REST_CODES = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -40,39 +39,6 @@ _REST_CODES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-
-
-def build_example(
-    image_bytes: bytes,
-    mask_bytes: bytes = b"",
-    *,
-    label: int | None = None,
-    **features: str | bytes,
-) -> bytes:
-    """A serialized raw tf.train.Example as ingestion writes it (DESIGN-BRIEF contract).
-
-    `modality`, `dataset`, `image_id`, `group_id` default to empty bytes so a parse spec
-    without defaults still finds them; `label` is only written when given (unknown at
-    inference, so the serving signature must not require it).
-    """
-    unknown = set(features) - set(_EXAMPLE_BYTES_FEATURES)
-    if unknown:
-        raise ValueError(f"unknown example features {sorted(unknown)}")
-
-    def as_bytes(value: str | bytes) -> bytes:
-        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-    feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
-        "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mask_bytes or b""])),
-    }
-    for name in _EXAMPLE_BYTES_FEATURES:
-        value = as_bytes(features.get(name, b""))
-        feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-    if label is not None:
-        feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
 
 
 def _classify_error(code: str, details: str) -> tuple[type[ServingError], str]:
@@ -102,7 +68,7 @@ class _BaseClient:
         model: str,
         version: int | None = None,
         version_label: str | None = None,
-        signature: str = "serving_default",
+        signature: str = C.SERVING_DEFAULT,
         timeout_s: float = 30.0,
         *,
         input_format: InputFormat = "auto",
@@ -146,7 +112,7 @@ class _BaseClient:
         """True when requests carry image_bytes/mask_bytes, False for serialized Examples."""
         if self.input_format != "auto":
             return self.input_format == "images"
-        return (signature or self.signature) == IMAGE_SIGNATURE
+        return (signature or self.signature) == C.PREDICT_IMAGES
 
     def predict_images(
         self,
@@ -171,16 +137,16 @@ class _BaseClient:
         ids = list(image_ids) if image_ids is not None else [""] * len(images)
         if self.uses_images_input(signature):
             inputs = {
-                "image_bytes": np.array(images, dtype=object),
-                "mask_bytes": np.array(masks, dtype=object),
+                C.IMAGE_BYTES: np.array(images, dtype=object),
+                C.MASK_BYTES: np.array(masks, dtype=object),
             }
         else:
-            features = {k: v for k, v in self.example_features.items() if k != "image_id"}
+            features = {k: v for k, v in self.example_features.items() if k != C.IMAGE_ID}
             examples = [
-                build_example(image, mask, image_id=image_id, **features)
+                C.build_raw_example(image, mask, image_id=image_id, **features)
                 for image, mask, image_id in zip(images, masks, ids, strict=True)
             ]
-            inputs = {"examples": np.array(examples, dtype=object)}
+            inputs = {C.EXAMPLES: np.array(examples, dtype=object)}
         return self.predict(inputs, signature=signature)
 
     def close(self) -> None:
@@ -204,7 +170,7 @@ class GrpcClient(_BaseClient):
         model: str,
         version: int | None = None,
         version_label: str | None = None,
-        signature: str = "serving_default",
+        signature: str = C.SERVING_DEFAULT,
         timeout_s: float = 30.0,
         **options: Any,
     ) -> None:
@@ -258,7 +224,7 @@ class RestClient(_BaseClient):
         model: str,
         version: int | None = None,
         version_label: str | None = None,
-        signature: str = "serving_default",
+        signature: str = C.SERVING_DEFAULT,
         timeout_s: float = 30.0,
         **options: Any,
     ) -> None:

@@ -11,16 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SPLITS = ("train", "eval", "test")
-CONTRACT = {
-    "image": "bytes_list",
-    "mask": "bytes_list",
-    "label": "int64_list",
-    "modality": "bytes_list",
-    "dataset": "bytes_list",
-    "image_id": "bytes_list",
-    "group_id": "bytes_list",
-}
+from modules import contract as C  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,20 +32,20 @@ def _read_examples(out_dir) -> dict[str, dict]:
     import tensorflow as tf
 
     rows: dict[str, dict] = {}
-    for split in SPLITS:
-        files = sorted(glob.glob(os.path.join(str(out_dir), split, "data-*.tfrecord.gz")))
+    for split in C.SPLITS:
+        files = sorted(glob.glob(os.path.join(str(out_dir), split, C.SHARD_GLOB)))
         assert files, f"no TFRecord shards for split {split} in {out_dir}"
         for raw in tf.data.TFRecordDataset(files, compression_type="GZIP"):
             ex = tf.train.Example.FromString(raw.numpy())
             feats = ex.features.feature
-            assert set(feats) == set(CONTRACT), sorted(feats)
+            assert set(feats) == set(C.RAW_FEATURES), sorted(feats)
             row: dict = {"split": split}
-            for name, kind in CONTRACT.items():
+            for name, kind in C.RAW_FEATURES.items():
                 assert feats[name].WhichOneof("kind") == kind, (name, feats[name])
                 values = getattr(feats[name], kind).value
                 assert len(values) == 1, (name, len(values))
                 row[name] = values[0]
-            image_id = row["image_id"].decode()
+            image_id = row[C.IMAGE_ID].decode()
             assert image_id not in rows, f"{image_id} written twice"
             rows[image_id] = row
     return rows
@@ -73,12 +64,10 @@ def demo_pipeline(tmp_path_factory):
     Returns (config, pushed model dir, records dir). Shared by the pipeline, export and
     Grad-CAM tests because a run costs about a minute.
     """
-    from tfx import v1 as tfx
-
     from lesionlens import synth
     from lesionlens.ingest import job
+    from local_runner import metadata_connection, run_pipeline
     from pipeline.config import profile
-    from pipeline.pipeline import create_pipeline
     from pipeline.results import latest_results
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -88,8 +77,8 @@ def demo_pipeline(tmp_path_factory):
     cfg = profile(
         "demo", data_root=str(records), output_root=str(root / "out"), image_size=64, epochs=1
     )
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
-    res = latest_results(cfg)
+    run_pipeline(cfg)
+    res = latest_results(metadata_connection(cfg))
     assert res["pushed"], res
     return cfg, res["pushed_destination"], records
 
@@ -97,5 +86,5 @@ def demo_pipeline(tmp_path_factory):
 def read_raw_examples(records, split: str = "test") -> list[bytes]:
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(str(records), split, "*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(str(records), split, C.SHARD_GLOB)))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

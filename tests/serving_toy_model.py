@@ -17,18 +17,19 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from modules import contract as C  # noqa: E402
+
 SIZE = 16  # model input side
 FEATURE = 8  # Grad-CAM side (one stride-2 conv)
 NUM_CLASSES = 2
 
-_RAW_SPEC = {
-    "image": tf.io.FixedLenFeature([], tf.string),
-    "mask": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    "modality": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "dataset": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "group_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+_RAW_SPEC = {  # the raw contract; only `image` required, as at serving time
+    name: tf.io.FixedLenFeature(
+        [],
+        tf.int64 if kind == "int64_list" else tf.string,
+        default_value=None if name == C.IMAGE else (-1 if kind == "int64_list" else ""),
+    )
+    for name, kind in C.RAW_FEATURES.items()
 }
 _STRINGS = tf.TensorSpec([None], tf.string)
 
@@ -71,13 +72,13 @@ class ToyLesionModel(tf.Module):
             logits = tf.reduce_mean(fmap, axis=[1, 2]) @ self.dense_w + self.dense_b
             class_id = tf.argmax(logits, axis=-1)
             score = tf.gather(logits, class_id, batch_dims=1)
-        out = {"probabilities": tf.nn.softmax(logits), "class_id": class_id}
+        out = {C.PROBABILITIES: tf.nn.softmax(logits), C.CLASS_ID: class_id}
         if with_gradcam:
             grads = tape.gradient(score, fmap)
             weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(fmap * weights, axis=-1))
             peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-            out["gradcam"] = cam / (peak + 1e-8)
+            out[C.GRADCAM] = cam / (peak + 1e-8)
         return out
 
     def _parse(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -86,7 +87,7 @@ class ToyLesionModel(tf.Module):
     @tf.function(input_signature=[_STRINGS])
     def serving_default(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = self._parse(examples)
-        return self._head(self._images(raw["image"], raw["mask"]), with_gradcam=True)
+        return self._head(self._images(raw[C.IMAGE], raw[C.MASK]), with_gradcam=True)
 
     @tf.function(input_signature=[_STRINGS, _STRINGS])
     def predict_images(self, image_bytes: tf.Tensor, mask_bytes: tf.Tensor) -> dict:
@@ -95,12 +96,12 @@ class ToyLesionModel(tf.Module):
     @tf.function(input_signature=[_STRINGS])
     def predict_only(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = self._parse(examples)
-        return self._head(self._images(raw["image"], raw["mask"]), with_gradcam=False)
+        return self._head(self._images(raw[C.IMAGE], raw[C.MASK]), with_gradcam=False)
 
     @tf.function(input_signature=[_STRINGS])
     def transform_features(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = self._parse(examples)
-        return {"image_xf": self._images(raw["image"], raw["mask"]), "label": raw["label"]}
+        return {"image_xf": self._images(raw[C.IMAGE], raw[C.MASK]), C.LABEL: raw[C.LABEL]}
 
 
 def save_toy_model(model_base: Path, version: int = 1, seed: int = 7) -> Path:
@@ -108,10 +109,10 @@ def save_toy_model(model_base: Path, version: int = 1, seed: int = 7) -> Path:
     module = ToyLesionModel(seed)
     path = Path(model_base) / str(version)
     signatures = {
-        "serving_default": module.serving_default,
-        "predict_images": module.predict_images,
-        "predict_only": module.predict_only,
-        "transform_features": module.transform_features,
+        C.SERVING_DEFAULT: module.serving_default,
+        C.PREDICT_IMAGES: module.predict_images,
+        C.PREDICT_ONLY: module.predict_only,
+        C.TRANSFORM_FEATURES: module.transform_features,
     }
     tf.saved_model.save(module, str(path), signatures=signatures)
     return path

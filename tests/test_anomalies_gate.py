@@ -9,13 +9,13 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from modules.anomalies_gate import anomaly_lines
-from pipeline.config import SCHEMA_PATH
+from schema import schema_path
 
 
 def anomalies_artifact(tmp_path, rows_by_split):
     import pandas as pd
 
-    schema = io_utils.parse_pbtxt_file(SCHEMA_PATH, schema_pb2.Schema())
+    schema = io_utils.parse_pbtxt_file(schema_path(), schema_pb2.Schema())
     art = standard_artifacts.ExampleAnomalies()
     art.uri = str(tmp_path)
     art.split_names = artifact_utils.encode_split_names(list(rows_by_split))

@@ -1,14 +1,17 @@
 """End to end: every component runs and is recorded in MLMD, a blessed model is pushed,
 an unreachable threshold blocks the push, and an unchanged rerun is served from cache."""
 
+import glob
+import json
 import os
 
+import numpy as np
+import pytest
+import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
-from tfx.orchestration import metadata
 
-from pipeline.pipeline import create_pipeline
+from local_runner import metadata_connection, run_pipeline
 from pipeline.results import format_metrics, latest_results
 
 COMPONENTS = [
@@ -22,13 +25,18 @@ COMPONENTS = [
     "Trainer",
     "Evaluator",
     "Pusher",
+    "BootstrapIntervals",
 ]
 
 
+@pytest.fixture(scope="module")
+def first_results(demo_pipeline):
+    """Results of the fixture's run, read before any test here reruns the pipeline."""
+    return latest_results(metadata_connection(demo_pipeline[0]))
+
+
 def store_for(cfg):
-    return metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(cfg.metadata_path)
-    )
+    return metadata_store.MetadataStore(metadata_connection(cfg))
 
 
 def executions_by_component(store) -> dict[str, list]:
@@ -44,7 +52,7 @@ def versions(cfg) -> list[str]:
     return sorted(os.listdir(os.path.join(cfg.serving_root, cfg.model_name)))
 
 
-def test_first_run_executes_every_component_and_pushes(demo_pipeline):
+def test_first_run_executes_every_component_and_pushes(demo_pipeline, first_results):
     cfg, pushed, _ = demo_pipeline
     by = executions_by_component(store_for(cfg))
     for name in COMPONENTS:
@@ -53,11 +61,13 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline):
     assert os.path.dirname(pushed) == os.path.join(cfg.serving_root, cfg.model_name)
     assert os.path.basename(pushed).isdigit()  # TF Serving layout <root>/<name>/<int version>
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
-    res = latest_results(cfg)
+    res = first_results
     metrics = res["metrics"]
     assert metrics["overall"]["example_count"] == 4  # round(15% of 12) = 2 per class
     assert {"modality=ultrasound", "dataset=synthetic", "label=0", "label=1"} <= set(metrics)
-    # TFMA's jackknife interval around every rate metric, the point estimate inside it
+    assert set(res["intervals"]) == set(metrics)  # every TFMA slice has its intervals
+    # Two test examples per class: the stratified bootstrap defines every overall interval,
+    # and TFMA's point estimate lies inside it.
     for name in ("binary_accuracy", "auc", "recall", "specificity"):
         lower, upper = res["intervals"]["overall"][name]
         assert lower <= metrics["overall"][name] <= upper, (name, lower, upper)
@@ -74,9 +84,9 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline):
 def test_rerun_is_cached_and_unreachable_threshold_blocks_push(demo_pipeline):
     cfg, _, _ = demo_pipeline
     before = versions(cfg)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg))
+    run_pipeline(cfg)
     by = executions_by_component(store_for(cfg))
-    for name in ("StatisticsGen", "Transform", "Smote", "Trainer"):
+    for name in ("StatisticsGen", "Transform", "Smote", "Trainer", "BootstrapIntervals"):
         states = [e.last_known_state for e in by[name]]
         assert states == [
             metadata_store_pb2.Execution.COMPLETE,
@@ -84,8 +94,41 @@ def test_rerun_is_cached_and_unreachable_threshold_blocks_push(demo_pipeline):
         ], name
 
     strict = cfg.replace(thresholds={"binary_accuracy": 1.01})
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(strict))
-    res = latest_results(strict)
+    run_pipeline(strict)
+    res = latest_results(metadata_connection(strict))
     assert not res["blessed"] and not res["pushed"]
     assert versions(cfg)[: len(before)] == before
     assert len(versions(cfg)) <= len(before) + 1  # only the cached rerun may have pushed
+
+
+def test_intervals_recomputed_independently_are_identical(demo_pipeline, first_results):
+    """Same model, same test split: scoring again in this process and resampling with the
+    config's seed gives bounds equal to the digit, and the bootstrap's own point estimates
+    agree with TFMA's (AUC up to TFMA's histogram approximation)."""
+    from modules.intervals.bootstrap import slice_intervals
+    from modules.intervals.component import INTERVALS_FILE, MetricIntervals, score_split
+
+    cfg, pushed, records = demo_pipeline
+    store = store_for(cfg)
+    [artifact] = store.get_artifacts_by_type(MetricIntervals.TYPE_NAME)
+    with open(os.path.join(artifact.uri, INTERVALS_FILE)) as f:
+        stored = json.load(f)
+    assert stored["seed"] == cfg.seed and stored["resamples"] == cfg.interval_resamples
+    files = sorted(glob.glob(os.path.join(str(records), "test", "*.tfrecord.gz")))
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    labels, scores, values = score_split(pushed, raw[::-1], list(cfg.slice_features))
+    again = slice_intervals(
+        labels,
+        scores,
+        values,
+        list(cfg.slice_features),
+        cfg.interval_resamples,
+        cfg.seed,
+        cfg.interval_level,
+    )
+    assert json.loads(json.dumps(again)) == stored["slices"]
+    tfma_overall = first_results["metrics"]["overall"]
+    for name, value in stored["slices"]["overall"]["metrics"].items():
+        if np.isfinite(value) and np.isfinite(tfma_overall[name]):
+            tol = 0.02 if name == "auc" else 1e-6
+            assert abs(value - tfma_overall[name]) <= tol, (name, value, tfma_overall[name])

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,14 +41,14 @@ from tensorflow_serving.apis import (
 from serving import overlay
 from serving.cli import add_cli
 from serving.client import GrpcClient, RestClient
-from serving.dev_server import serve
+from serving.dev.model_store import clean_tf_message, find_versions
+from serving.dev.server import serve
 from serving.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ServerUnavailableError,
     SignatureNotFoundError,
 )
-from serving.model_store import clean_tf_message, find_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"a_rgb.png": (40, 30), "b_grey.jpg": (25, 50), "c_wide.png": (400, 8)}
@@ -102,10 +103,13 @@ def images(tmp_path_factory) -> Path:
     return folder
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def closed_port():
+    """A port bound for the whole test but not listening: connections are refused, and no
+    other process can take it meanwhile (a port closed before use could be reused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def _raw_predict(target: str, inputs: dict, model="toy", signature="predict_images", **spec):
@@ -276,8 +280,8 @@ def test_rest_status_metadata_and_errors(server):
 # --- errors -----------------------------------------------------------------------------
 
 
-def test_unreachable_server_raises_and_cli_exits_2(images, capsys):
-    port = _closed_port()
+def test_unreachable_server_raises_and_cli_exits_2(images, capsys, closed_port):
+    port = closed_port
     with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port}"):
         GrpcClient(f"127.0.0.1:{port}", "toy", timeout_s=5).predict_images([b"x"])
     with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port}"):
@@ -389,9 +393,9 @@ def test_find_versions(tmp_path):
 
 
 def test_serve_dev_cli_subprocess(model_base):
-    """``python -m serving.dev_server`` on a version dir: prints addresses, serves, stops on ^C."""
+    """``python -m serving.dev`` on a version dir: prints addresses, serves, stops on ^C."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "serving.dev_server", "--model-dir", str(model_base / "1")]
+    command = [sys.executable, "-m", "serving.dev", "--model-dir", str(model_base / "1")]
     proc = subprocess.Popen(
         [*command, "--port", "0", "--rest-port", "0"],
         cwd=ROOT,
@@ -404,8 +408,9 @@ def test_serve_dev_cli_subprocess(model_base):
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         seen = []
+        deadline = time.monotonic() + 300  # TF import and model load on a busy 2-core machine
         while not seen or not seen[-1].startswith("Press Ctrl-C"):
-            seen.append(lines.get(timeout=60).strip())
+            seen.append(lines.get(timeout=max(1.0, deadline - time.monotonic())).strip())
         assert seen[0].startswith("Serving model 'toy' version 1")
         target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
         rest = next(line.split()[-1] for line in seen if line.startswith("REST:"))
@@ -414,7 +419,7 @@ def test_serve_dev_cli_subprocess(model_base):
         assert out["probabilities"].shape == (1, 2)
         assert _http(rest)[0] == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -512,8 +517,11 @@ def test_expand_inputs_and_sibling_masks(tmp_path):
     paths, problems = expand_inputs([tmp_path, tmp_path / "benign (1).png", tmp_path / "missing"])
     assert [p.name for p in paths] == ["benign (1).png", "b.JPG"]  # deduplicated, masks skipped
     assert problems == [f"{tmp_path / 'missing'}: no such file or folder"]
-    mask_bytes, names = sibling_mask(tmp_path / "benign (1).png")
+    mask_bytes, names = sibling_mask(tmp_path / "benign (1).png", (10, 6))
     union = np.asarray(Image.open(io.BytesIO(mask_bytes))) > 0
     assert np.array_equal(union, (halves[0] | halves[1]) > 0)
     assert names.count("_mask") == 2
-    assert sibling_mask(tmp_path / "sub" / "b.JPG") == (b"", None)
+    assert sibling_mask(tmp_path / "sub" / "b.JPG", (6, 6)) == (b"", None)
+    Image.fromarray(halves[0][:, :8]).save(tmp_path / "benign (1)_mask_2.png")
+    with pytest.raises(OSError, match=r"benign \(1\)_mask_2.png: mask size 8x6 differs"):
+        sibling_mask(tmp_path / "benign (1).png", (10, 6))

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
+from modules import contract as C
 from modules.smote.executor import Executor
 from modules.smote.resample import SmoteMemoryError, smote_images
 
@@ -18,11 +19,11 @@ SIZE = 8
 def transformed_example(image: np.ndarray, label: int) -> bytes:
     ex = tf.train.Example()
     f = ex.features.feature
-    f["image"].bytes_list.value.append(tf.io.serialize_tensor(tf.constant(image)).numpy())
-    f["label"].int64_list.value.append(label)
-    f["modality"].bytes_list.value.append(b"ultrasound")
-    f["dataset"].bytes_list.value.append(b"synthetic")
-    f["has_mask"].int64_list.value.append(1)
+    f[C.IMAGE].bytes_list.value.append(tf.io.serialize_tensor(tf.constant(image)).numpy())
+    f[C.LABEL].int64_list.value.append(label)
+    f[C.MODALITY].bytes_list.value.append(b"ultrasound")
+    f[C.DATASET].bytes_list.value.append(b"synthetic")
+    f[C.HAS_MASK].int64_list.value.append(1)
     return ex.SerializeToString()
 
 
@@ -62,6 +63,7 @@ def run_executor(tmp_path, name: str, method: str = "pixel", seed: int = 7):
         "target_ratio": 1.0,
         "max_memory_gb": 1.0,
         "resample_splits": '["train"]',
+        "code_version": "test",
     }
     Executor().Do({"examples": [src]}, {"resampled_examples": [dst]}, props)
     return src, dst
@@ -102,7 +104,9 @@ def test_synthetic_images_interpolate_between_minority_samples():
     images = np.concatenate([np.zeros((10, 4, 4, 3)), np.full((4, 4, 4, 3), 200.0)])
     images[10:] += rng.integers(0, 20, (4, 4, 4, 3))
     labels = np.array([0] * 10 + [1] * 4)
-    new, new_labels = smote_images(images.astype(np.uint8), labels, k_neighbors=5, seed=1)
+    new, new_labels = smote_images(
+        images.astype(np.uint8), labels, k_neighbors=5, seed=1, target_ratio=1.0, max_memory_gb=1
+    )
     assert new.shape == (6, 4, 4, 3) and new.dtype == np.uint8
     assert set(new_labels.tolist()) == {1}
     assert new.min() >= 200 and new.max() <= 220  # inside the minority class's pixel range
@@ -112,4 +116,11 @@ def test_memory_budget_is_enforced():
     images = np.zeros((20, 64, 64, 3), np.uint8)
     labels = np.array([0] * 15 + [1] * 5)
     with pytest.raises(SmoteMemoryError, match="max_memory_gb"):
-        smote_images(images, labels, max_memory_gb=0.0001)
+        smote_images(images, labels, k_neighbors=5, seed=1, target_ratio=1.0, max_memory_gb=1e-4)
+
+
+def test_unknown_method_fails_when_the_pipeline_is_built(tmp_path):
+    from pipeline.config import profile
+
+    with pytest.raises(ValueError, match="'pixels' is not a valid SmoteMethod"):
+        profile("demo", smote="pixels")

@@ -36,7 +36,7 @@ def run_fn(image: np.ndarray, mask: bytes, roi: bool = True) -> dict:
         "modality": tf.constant([[b"ultrasound"]]),
         "dataset": tf.constant([[b"synthetic"]]),
     }
-    return preprocessing_fn(inputs, {"image_size": 2, "roi": roi})
+    return preprocessing_fn(inputs, {"image_size": 2, "roi": roi, "code": "test"})
 
 
 def test_roi_mask_then_resize_matches_hand_computation():
@@ -75,3 +75,8 @@ def test_grayscale_and_rgba_decode_to_rgb():
 def test_mask_of_other_size_is_an_error():
     with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs"):
         prepare_image(tf.constant(png(IMAGE)), tf.constant(png(np.ones((5, 5), np.uint8))), 2, True)
+
+
+def test_missing_option_is_named():
+    with pytest.raises(ValueError, match=r"missing \['roi'\]"):
+        preprocessing_fn({}, {"image_size": 2, "code": "test"})

@@ -7,6 +7,7 @@ Runs on the DirectRunner by default; any Beam runner works through standard pipe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from lesionlens.ingest import layouts, records, splits
+from modules import contract as C
 
 SKIPPED_TAG = "skipped"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,7 +92,7 @@ def _with_split(rec: records.Record, plan: dict):
 def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: str, dataset: str):
     """Wires the Beam graph: read + validate, one global split plan, per-split TFRecords, and
     the plan and skipped inputs as JSON for the manifest."""
-    modality = layouts.MODALITY[layout]
+    modality = C.LAYOUT_MODALITY[layout]
     read = (
         p
         | "Candidates" >> beam.Create(disc.candidates, reshuffle=True)
@@ -102,7 +105,7 @@ def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: 
         | "Plan" >> beam.Map(_plan, cfg)
     )
     keyed = read.ok | "AttachSplit" >> beam.FlatMap(_with_split, beam.pvalue.AsSingleton(plan))
-    for split in splits.SPLITS:
+    for split in C.SPLITS:
         (
             keyed
             | f"Only_{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
@@ -110,8 +113,8 @@ def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: 
             >> beam.Map(lambda kv: records.to_example(kv[1][0], modality, dataset, kv[1][1]))
             | f"Write_{split}"
             >> beam.io.WriteToTFRecord(
-                FileSystems.join(cfg.out, split, "data"),
-                file_name_suffix=".tfrecord.gz",
+                FileSystems.join(cfg.out, split, C.SHARD_PREFIX),
+                file_name_suffix=C.SHARD_SUFFIX,
                 compression_type=beam.io.filesystem.CompressionTypes.GZIP,
             )
         )
@@ -145,18 +148,21 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
     """Runs the job and returns the manifest (also written to OUT/manifest.json)."""
     t0 = time.time()
     layout = layouts.detect_layout(cfg.src) if cfg.layout == "auto" else cfg.layout
-    classes = tuple(cfg.classes or layouts.DEFAULT_CLASSES[layout])
+    classes = tuple(cfg.classes or C.DEFAULT_CLASSES[layout])
     disc = layouts.discover(cfg.src, layout, classes)
     if not disc.candidates:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in disc.skipped[:5])
         raise IngestError(f"{cfg.src}: no images of classes {', '.join(classes)} found. {reasons}")
     synthetic = os.path.exists(os.path.join(cfg.src, layouts.SYNTH_MARKER))
-    dataset = cfg.dataset or ("synthetic" if synthetic else layouts.DATASET[layout])
-    print(
-        f"[ingest] {len(disc.candidates)} images ({layout}, classes {','.join(classes)}) "
-        f"from {cfg.src}"
+    dataset = cfg.dataset or (C.SYNTHETIC_DATASET if synthetic else C.LAYOUT_DATASET[layout])
+    log.info(
+        "%d images (%s, classes %s) from %s",
+        len(disc.candidates),
+        layout,
+        ",".join(classes),
+        cfg.src,
     )
-    for split in splits.SPLITS:  # a rerun must not mix old shards with new ones
+    for split in C.SPLITS:  # a rerun must not mix old shards with new ones
         old = FileSystems.match([FileSystems.join(cfg.out, split, "data-*")])[0].metadata_list
         if old:
             FileSystems.delete([m.path for m in old])
@@ -177,18 +183,18 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
         _write_manifest(cfg, {"source": cfg.src, "examples": 0, "skipped": skipped})
         raise IngestError(
             f"{cfg.src}: no valid images remain ({len(skipped)} inputs skipped, reasons in "
-            f"{FileSystems.join(cfg.out, 'manifest.json')})"
+            f"{FileSystems.join(cfg.out, C.MANIFEST)})"
         )
     skipped += [{"path": i, "reason": r} for i, r in sorted(plan["dropped"].items())]
-    names = {lab: name for name, lab in layouts.LABELS.items() if name in classes}
-    counts: dict[str, dict[str, int]] = {s: {} for s in splits.SPLITS}
+    names = {lab: name for name, lab in C.LABELS.items() if name in classes}
+    counts: dict[str, dict[str, int]] = {s: {} for s in C.SPLITS}
     for split, _gid, label in plan["assignment"].values():
         counts[split][names[label]] = counts[split].get(names[label], 0) + 1
     manifest = {
         "source": cfg.src,
         "layout": layout,
         "dataset": dataset,
-        "modality": layouts.MODALITY[layout],
+        "modality": C.LAYOUT_MODALITY[layout],
         "classes": {names[lab]: lab for lab in sorted(names)},
         "protocol": cfg.protocol,
         "fractions": list(cfg.fractions),
@@ -202,7 +208,7 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
         "leakage": plan["leakage"],
         "conflicts_dropped": cfg.drop_conflicts,
         "skipped": skipped,
-        "files": {s: FileSystems.join(cfg.out, s, "data-*.tfrecord.gz") for s in splits.SPLITS},
+        "files": {s: FileSystems.join(cfg.out, s, C.SHARD_GLOB) for s in C.SPLITS},
         "wall_seconds": round(time.time() - t0, 1),
     }
     _write_manifest(cfg, manifest)
@@ -211,7 +217,7 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
 
 
 def _write_manifest(cfg: IngestConfig, manifest: dict) -> None:
-    with FileSystems.create(FileSystems.join(cfg.out, "manifest.json")) as f:
+    with FileSystems.create(FileSystems.join(cfg.out, C.MANIFEST)) as f:
         f.write(json.dumps(manifest, indent=2).encode())
 
 
@@ -220,10 +226,10 @@ def summary_table(m: dict) -> str:
     classes = list(m["classes"])
     head = f"{'split':<6}" + "".join(f"{c:>11}" for c in classes) + f"{'total':>8}"
     lines = [head]
-    for s in splits.SPLITS:
+    for s in C.SPLITS:
         row = [m["counts"][s].get(c, 0) for c in classes]
         lines.append(f"{s:<6}" + "".join(f"{v:>11}" for v in row) + f"{sum(row):>8}")
-    tot = [sum(m["counts"][s].get(c, 0) for s in splits.SPLITS) for c in classes]
+    tot = [sum(m["counts"][s].get(c, 0) for s in C.SPLITS) for c in classes]
     lines.append(f"{'all':<6}" + "".join(f"{v:>11}" for v in tot) + f"{sum(tot):>8}")
     dup = m["duplicate_groups"]
     lines.append(

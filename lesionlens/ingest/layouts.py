@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
-# Label contract of the design brief: 0 = benign/healthy, 1 = malignant/sick, 2 = normal.
-LABELS = {"benign": 0, "malignant": 1, "normal": 2, "healthy": 0, "sick": 1}
-LAYOUT_CLASSES = {"busi": ("benign", "malignant", "normal"), "mri": ("healthy", "sick")}
-DEFAULT_CLASSES = {"busi": ("benign", "malignant"), "mri": ("healthy", "sick")}
-MODALITY = {"busi": "ultrasound", "mri": "mri"}
-DATASET = {"busi": "busi", "mri": "breast_mri"}
-MRI_SPLIT_FOLDERS = ("train", "validation", "test")
+from modules.contract import LABELS, LAYOUT_CLASSES, mask_order, mask_stem
+
+MRI_SPLIT_FOLDERS = ("train", "validation", "test")  # the Kaggle MRI set's own folders
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?\.png$", re.IGNORECASE)
 SYNTH_MARKER = "lesionlens-synth.json"
 
 
@@ -106,7 +100,7 @@ def discover(src: str, layout: str, classes: tuple[str, ...]) -> Discovery:
                 )
             elif name not in classes:
                 excluded[name] = excluded.get(name, 0) + sum(
-                    1 for f in os.listdir(entry.path) if _is_image_name(f) and not MASK_RE.match(f)
+                    1 for f in os.listdir(entry.path) if _is_image_name(f) and not mask_stem(f)
                 )
             else:
                 class_dirs.append((entry.path, name))
@@ -134,9 +128,9 @@ def _discover_class(
         if entry.is_dir():
             _skip(skipped, src, entry.path, "unexpected folder inside a class folder")
             continue
-        m = MASK_RE.match(entry.name)
-        if m and needs_mask:
-            masks.setdefault(m["stem"], []).append((int(m["k"] or 0), entry.path))
+        stem = mask_stem(entry.name)
+        if stem and needs_mask:
+            masks.setdefault(stem, []).append((mask_order(entry.name), entry.path))
         elif _is_image_name(entry.name):
             images[os.path.splitext(entry.name)[0]] = entry.path
         else:

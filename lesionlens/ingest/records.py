@@ -6,10 +6,10 @@ import io
 from dataclasses import dataclass
 
 import imagehash
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lesionlens.ingest.layouts import Candidate
+from modules import contract as C
 
 KEEP_FORMATS = {"PNG", "JPEG"}
 KEEP_MODES = {"L", "LA", "RGB", "RGBA"}
@@ -63,14 +63,6 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def mask_union(images: list[Image.Image]) -> np.ndarray:
-    """Logical OR of all masks after reducing any pixel mode to one channel (> 0 is lesion)."""
-    union = np.zeros((images[0].height, images[0].width), dtype=bool)
-    for m in images:
-        union |= np.asarray(m.convert("L")) > 0
-    return union
-
-
 def read_record(c: Candidate, reader=read_bytes) -> Record:
     """Validates a candidate; raises BadInput naming the offending file."""
     data = reader(c.path)
@@ -81,35 +73,22 @@ def read_record(c: Candidate, reader=read_bytes) -> Record:
         data = encode_png(img)
     mask_bytes = b""
     if c.mask_paths:
-        masks = []
-        for mp in c.mask_paths:
-            m = _open(mp, reader(mp), "mask")
-            if m.size != img.size:
-                raise BadInput(
-                    f"{mp}: mask size {m.width}x{m.height} differs from image size "
-                    f"{img.width}x{img.height} ({c.path})"
-                )
-            masks.append(m)
-        union = mask_union(masks)
-        mask_bytes = encode_png(Image.fromarray(union.astype(np.uint8) * 255, mode="L"))
+        try:
+            mask_bytes = C.encode_mask(C.mask_union(c.mask_paths, reader, img.size))
+        except ValueError as e:
+            raise BadInput(f"{e} ({c.path})") from None
     phash = str(imagehash.phash(img.convert("L")))
     return Record(c.image_id, c.label, c.class_name, data, mask_bytes, phash, img.width, img.height)
 
 
 def to_example(rec: Record, modality: str, dataset: str, group_id: str) -> bytes:
     """Serializes the raw tf.Example contract of the design brief."""
-    from tensorflow.core.example import example_pb2, feature_pb2
-
-    def b(v: bytes) -> feature_pb2.Feature:
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[v]))
-
-    feats = {
-        "image": b(rec.image),
-        "mask": b(rec.mask),
-        "label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[rec.label])),
-        "modality": b(modality.encode()),
-        "dataset": b(dataset.encode()),
-        "image_id": b(rec.image_id.encode()),
-        "group_id": b(group_id.encode()),
-    }
-    return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+    return C.build_raw_example(
+        rec.image,
+        rec.mask,
+        label=rec.label,
+        modality=modality,
+        dataset=dataset,
+        image_id=rec.image_id,
+        group_id=group_id,
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPLITS = ("train", "eval", "test")
+from modules.contract import SPLITS, TRAIN
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def leakage(assignment: dict[str, str], groups: dict[str, str]) -> dict[str, int
     out = {"groups_spanning_splits": sum(len(s) > 1 for s in splits_of.values())}
     for held in SPLITS[1:]:
         out[f"{held}_with_duplicate_in_train"] = sum(
-            split == held and "train" in splits_of[groups[i]] for i, split in assignment.items()
+            split == held and TRAIN in splits_of[groups[i]] for i, split in assignment.items()
         )
     return out
 

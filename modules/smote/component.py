@@ -9,18 +9,19 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from modules.options import SmoteMethod
 from modules.smote.executor import Executor
 
 
 class SmoteSpec(types.ComponentSpec):
     PARAMETERS = {
-        "method": ExecutionParameter(type=str),  # "pixel" (the paper) or "none"
+        "method": ExecutionParameter(type=str),  # a SmoteMethod value
         "k_neighbors": ExecutionParameter(type=int),
         "seed": ExecutionParameter(type=int),
         "target_ratio": ExecutionParameter(type=float),  # minority / majority after resampling
         "max_memory_gb": ExecutionParameter(type=float),
-        "resample_splits": ExecutionParameter(type=str),  # JSON list, default ["train"]
-        "code_version": ExecutionParameter(type=str, optional=True),  # part of the cache key
+        "resample_splits": ExecutionParameter(type=str),  # JSON list of split names
+        "code_version": ExecutionParameter(type=str),  # part of the cache key
     }
     INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {"resampled_examples": ChannelParameter(type=standard_artifacts.Examples)}
@@ -41,17 +42,18 @@ class Smote(base_component.BaseComponent):
     def __init__(
         self,
         examples: types.BaseChannel,
-        method: str = "pixel",
-        k_neighbors: int = 5,
-        seed: int = 42,
-        target_ratio: float = 1.0,
-        max_memory_gb: float = 8.0,
-        resample_splits: tuple[str, ...] = ("train",),
-        code_version: str = "",
+        *,
+        method: SmoteMethod,
+        k_neighbors: int,
+        seed: int,
+        target_ratio: float,
+        max_memory_gb: float,
+        resample_splits: tuple[str, ...],
+        code_version: str,
     ):
         spec = SmoteSpec(
             examples=examples,
-            method=method,
+            method=SmoteMethod(method).value,  # an unknown method fails when the pipeline is built
             k_neighbors=k_neighbors,
             seed=seed,
             target_ratio=target_ratio,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from typing import Any
@@ -16,10 +17,12 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from modules import features as F
+from modules import contract as C
+from modules.options import SmoteMethod
 from modules.smote.resample import smote_images
 
 OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"
+log = logging.getLogger(__name__)
 
 
 def _read(split_dir: str) -> list[bytes]:
@@ -29,27 +32,27 @@ def _read(split_dir: str) -> list[bytes]:
 
 
 def _image(ex: tf.train.Example) -> np.ndarray:
-    proto = tensor_pb2.TensorProto.FromString(ex.features.feature[F.IMAGE].bytes_list.value[0])
+    proto = tensor_pb2.TensorProto.FromString(ex.features.feature[C.IMAGE].bytes_list.value[0])
     return tf.make_ndarray(proto)
 
 
 def _synthetic_example(template: tf.train.Example, image: np.ndarray, label: int) -> bytes:
     ex = tf.train.Example()
     ex.CopyFrom(template)  # modality / dataset / has_mask of a real example of the same class
-    ex.features.feature[F.IMAGE].bytes_list.value[:] = [
+    ex.features.feature[C.IMAGE].bytes_list.value[:] = [
         tf.make_tensor_proto(image).SerializeToString()
     ]
-    ex.features.feature[F.LABEL].int64_list.value[:] = [int(label)]
+    ex.features.feature[C.LABEL].int64_list.value[:] = [int(label)]
     return ex.SerializeToString()
 
 
 def resample_split(src_dir: str, dst_dir: str, params: dict[str, Any]) -> dict[str, Any]:
     records = _read(src_dir)
     examples = [tf.train.Example.FromString(r) for r in records]
-    labels = np.array([e.features.feature[F.LABEL].int64_list.value[0] for e in examples])
+    labels = np.array([e.features.feature[C.LABEL].int64_list.value[0] for e in examples])
     before = Counter(int(x) for x in labels)
     out = list(records)
-    if params["method"] == "pixel" and len(before) > 1:
+    if params["method"] is SmoteMethod.PIXEL and len(before) > 1:
         images = np.stack([_image(e) for e in examples])
         new_images, new_labels = smote_images(
             images,
@@ -90,25 +93,24 @@ class Executor(base_executor.BaseExecutor):
             if src.has_custom_property(key):
                 dst.set_string_custom_property(key, src.get_string_custom_property(key))
         params = {
-            "method": exec_properties.get("method", "pixel"),
-            "k_neighbors": int(exec_properties.get("k_neighbors", 5)),
-            "seed": int(exec_properties.get("seed", 42)),
-            "target_ratio": float(exec_properties.get("target_ratio", 1.0)),
-            "max_memory_gb": float(exec_properties.get("max_memory_gb", 8.0)),
+            "method": SmoteMethod(exec_properties["method"]),
+            "k_neighbors": int(exec_properties["k_neighbors"]),
+            "seed": int(exec_properties["seed"]),
+            "target_ratio": float(exec_properties["target_ratio"]),
+            "max_memory_gb": float(exec_properties["max_memory_gb"]),
         }
-        if params["method"] not in ("pixel", "none"):
-            raise ValueError(f"SMOTE method must be 'pixel' or 'none', got {params['method']!r}")
-        resample = set(json.loads(exec_properties.get("resample_splits") or '["train"]'))
+        resample = set(json.loads(exec_properties["resample_splits"]))
         stats = {}
         for split in artifact_utils.decode_split_names(src.split_names):
             src_dir = artifact_utils.get_split_uri([src], split)
             dst_dir = artifact_utils.get_split_uri([dst], split)
             if split in resample:
                 stats[split] = resample_split(src_dir, dst_dir, params)
-                print(
-                    f"[smote] {split}: class counts "
-                    f"{stats[split]['before']} -> {stats[split]['after']}",
-                    flush=True,
+                log.info(
+                    "%s: class counts %s -> %s",
+                    split,
+                    stats[split]["before"],
+                    stats[split]["after"],
                 )
             else:
                 io_utils.copy_dir(src_dir, dst_dir)

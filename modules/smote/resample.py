@@ -32,10 +32,11 @@ def target_counts(labels: np.ndarray, target_ratio: float) -> dict[int, int]:
 def smote_images(
     images: np.ndarray,
     labels: np.ndarray,
-    k_neighbors: int = 5,
-    seed: int = 42,
-    target_ratio: float = 1.0,
-    max_memory_gb: float = 8.0,
+    *,
+    k_neighbors: int,
+    seed: int,
+    target_ratio: float,
+    max_memory_gb: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns only the synthetic images (uint8, same shape as inputs) and their labels."""
     n = len(images)

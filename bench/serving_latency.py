@@ -12,7 +12,7 @@ hits every variant alike):
 
 Usage (from the repository root; TF_USE_LEGACY_KERAS=1 is set here if unset):
 
-  .venv/bin/python bench/serving.py [--model-dir DIR] [--batch-sizes 1,16] [--iters N]
+  .venv/bin/python -m bench.serving_latency [--model-dir DIR] [--batch-sizes 1,16] [--iters N]
       [--warmup K] [--records GLOB] [--json OUT.json]
 """
 
@@ -26,13 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__":
-    # `python bench/serving.py` puts bench/ first on sys.path, where this very file would
-    # shadow the `serving` package; the repository root must win.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path.cwd()  # run from the repository root: out/ and demo_data/ live there
 
 import argparse
 import glob
@@ -51,9 +45,9 @@ import tensorflow as tf
 import tf_keras as keras
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from modules import contract as C
 from modules.transform import decode_images
-from serving.client import build_example
-from serving.dev_server import serve
+from serving.dev.server import serve
 
 DEFAULT_MODEL_BASES = (
     REPO_ROOT / "out" / "busi-paper" / "serving" / "lesionlens",
@@ -115,29 +109,22 @@ def record_files(model_dir: Path, pattern: str | None) -> list[str]:
 
 def _synthetic_examples(n: int) -> list[bytes]:
     """Fallback: BUSI look-alikes from lesionlens.synth (~BUSI resolution), as raw Examples."""
-    from PIL import Image
-
     from lesionlens import synth
-    from lesionlens.ingest.records import encode_png, mask_union
 
     examples = []
     with tempfile.TemporaryDirectory() as tmp:
         synth.generate(tmp, "busi", n=max(1, n // 3 + 1), size=560, seed=0)
-        images = sorted(p for p in Path(tmp).glob("*/*.png") if "_mask" not in p.name)
+        images = sorted(p for p in Path(tmp).glob("*/*.png") if not C.mask_stem(p.name))
         for i, path in enumerate(images[:n]):
-            masks = sorted(path.parent.glob(f"{path.stem}_mask*.png"))
-            mask = b""
-            if masks:
-                union = mask_union([Image.open(m) for m in masks])
-                if union.any():
-                    mask = encode_png(Image.fromarray(union.astype(np.uint8) * 255, mode="L"))
+            masks = C.sibling_masks(str(path))
+            mask = C.encode_mask(C.mask_union(masks, lambda p: Path(p).read_bytes(), None))
             examples.append(
-                build_example(
+                C.build_raw_example(
                     path.read_bytes(),
                     mask,
-                    label=int(path.parent.name == "malignant"),
-                    modality="ultrasound",
-                    dataset="synthetic",
+                    label=C.LABELS[path.parent.name],
+                    modality=C.LAYOUT_MODALITY["busi"],
+                    dataset=C.SYNTHETIC_DATASET,
                     image_id=f"synthetic/{i}",
                 )
             )
@@ -233,14 +220,14 @@ class GrpcProbe:
         """What a client does per request: build the proto, call, decode the outputs."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model
-        request.model_spec.signature_name = "serving_default"
-        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(examples))
+        request.model_spec.signature_name = C.SERVING_DEFAULT
+        request.inputs[C.EXAMPLES].CopyFrom(tf.make_tensor_proto(examples))
         response = self.stub.Predict(request, timeout=300)
         batch = len(examples)
         if batch not in self.response_bytes:
             self.request_bytes[batch] = request.ByteSize()
             self.response_bytes[batch] = response.ByteSize()
-            self.gradcam_bytes[batch] = response.outputs["gradcam"].ByteSize()
+            self.gradcam_bytes[batch] = response.outputs[C.GRADCAM].ByteSize()
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
 
@@ -250,23 +237,23 @@ def build_variants(
     probe: GrpcProbe,
 ) -> dict[str, Callable[[Batches, int], np.ndarray]]:
     """Each variant runs batch k and returns its probabilities as numpy (forces the result)."""
-    predict_only = signatures["predict_only"]
-    default = signatures["serving_default"]
+    predict_only = signatures[C.PREDICT_ONLY]
+    default = signatures[C.SERVING_DEFAULT]
 
     def run_a(b: Batches, k: int) -> np.ndarray:
         return keras_fn(b.images[k]).numpy()
 
     def run_b(b: Batches, k: int) -> np.ndarray:
         out = predict_only(examples=tf.constant(b.examples[k]))
-        return out["probabilities"].numpy()
+        return out[C.PROBABILITIES].numpy()
 
     def run_c(b: Batches, k: int) -> np.ndarray:
         out = default(examples=tf.constant(b.examples[k]))
-        out["gradcam"].numpy()
-        return out["probabilities"].numpy()
+        out[C.GRADCAM].numpy()
+        return out[C.PROBABILITIES].numpy()
 
     def run_d(b: Batches, k: int) -> np.ndarray:
-        return probe.predict(b.examples[k])["probabilities"]
+        return probe.predict(b.examples[k])[C.PROBABILITIES]
 
     return {"a": run_a, "b": run_b, "c": run_c, "d": run_d}
 
@@ -432,14 +419,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model_dir is None:
         where = args.model_dir or " or ".join(_rel(b) for b in DEFAULT_MODEL_BASES)
         print(
-            f"bench/serving.py: no pushed model (<name>/<version>/saved_model.pb) under {where}.\n"
+            "bench.serving_latency: no pushed model (<name>/<version>/saved_model.pb) under "
+            f"{where}.\n"
             "Produce one with `make demo` (writes out/serving/lesionlens/<version>), or "
             "`.venv/bin/python local_runner.py --profile busi-paper --data out/busi-paper/records`"
             ", or pass --model-dir.",
             file=sys.stderr,
         )
         return 2
-    meta_path = model_dir / "assets.extra" / "lesionlens.json"
+    meta_path = model_dir / C.MODEL_INFO
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     size = int(meta.get("image_size", 299))
 
@@ -466,8 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for batch in args.batch_sizes:
             batches = make_batches(pool, batch, signatures["transform_features"], size)
             if not gradcam_shape:
-                out = signatures["serving_default"](examples=tf.constant(batches.examples[0]))
-                gradcam_shape = list(out["gradcam"].shape[1:])
+                out = signatures[C.SERVING_DEFAULT](examples=tf.constant(batches.examples[0]))
+                gradcam_shape = list(out[C.GRADCAM].shape[1:])
             print(f"[bench] batch {batch}: warm-up {args.warmup}, {args.iters} rounds", flush=True)
             times, diffs = measure(variants, batches, args.iters, args.warmup)
             run = {"batch": batch, **summarize(times, batch)}

@@ -11,7 +11,7 @@ A bad request never takes the server down: every failure becomes an error respon
 Not mimicked: batching, model polling/reload (restart to pick up a newly pushed version),
 Classify/Regress/MultiInference (UNIMPLEMENTED), CORS, request logging.
 
-Usage: ``python -m serving.dev_server --model-dir serving_models/lesionlens`` or
+Usage: ``python -m serving.dev --model-dir out/serving/lesionlens`` or
 ``lesionlens serve-dev ...``; from Python, ``with serve(dir, "name", port=0, rest_port=0) as s:``.
 """
 
@@ -41,7 +41,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import rest_json
-from serving.model_store import DEFAULT_SIGNATURE, ModelStore, Servable, StatusError
+from serving.dev.model_store import DEFAULT_SIGNATURE, ModelStore, Servable, StatusError
 
 log = logging.getLogger(__name__)
 
@@ -448,23 +448,3 @@ def serve(
         server.rest_url,
     )
     return server
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.dev_server``: the same options as ``lesionlens serve-dev``."""
-    import argparse
-
-    from serving import cli
-
-    parser = argparse.ArgumentParser(
-        prog="python -m serving.dev_server",
-        description="Serve a pushed SavedModel over TF Serving's gRPC and REST protocols.",
-    )
-    cli.add_serve_dev_arguments(parser)
-    return cli.run_serve_dev(parser.parse_args(argv), serve_fn=serve)
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Confidence intervals that do not move: a seeded bootstrap, stratified by class.
+
+Why not TFMA's: its jackknife and Poisson bootstrap draw buckets from an unseeded random
+state the TFX Evaluator cannot seed, so one model on one test split printed bounds that moved
+by several points between runs, and on a small split a bucket without a negative example
+made the specificity interval NaN. Here every resample is a pure function of (seed, slice
+name, the examples in image-id order), and each class is resampled within itself, so a
+slice that holds both classes keeps both in every draw and AUC, sensitivity and specificity
+are defined in all of them (the class mix is fixed by the split, as in a case-control study).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from scipy.stats import rankdata
+
+from modules import contract as C
+
+THRESHOLD = 0.5  # TFMA's binary metrics count `prediction > 0.5` as positive
+
+
+def rate_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of R samples at once: labels and scores [R, n] -> {metric: [R]}, as TFMA
+    defines them; NaN where undefined (AUC of a one-class sample, precision with no positive
+    call)."""
+    labels = labels == C.POSITIVE_LABEL
+    pred = scores > THRESHOLD
+    pos = labels.sum(axis=1)
+    neg = labels.shape[1] - pos
+    tp = (pred & labels).sum(axis=1)
+    fp = (pred & ~labels).sum(axis=1)
+    tn = neg - fp
+    fn = pos - tp
+    ranks = rankdata(scores, axis=1)  # average ranks: ties count one half, as in AUC
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = ((ranks * labels).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
+        return {
+            "binary_accuracy": (tp + tn) / labels.shape[1],
+            "auc": np.where((pos > 0) & (neg > 0), auc, np.nan),
+            "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+            "recall": np.where(pos > 0, tp / pos, np.nan),
+            "specificity": np.where(neg > 0, tn / neg, np.nan),
+            "f1_score": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+        }
+
+
+def stratified_bootstrap(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    key: str,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of every rate metric; each class is resampled within itself.
+
+    `key` (the slice name) joins the seed, so a slice's interval does not depend on which
+    other slices exist. Metrics undefined in every resample (AUC of a one-class slice) give
+    (nan, nan).
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    cols_labels, cols_scores = [], []
+    for c in np.unique(labels):
+        members = scores[labels == c]
+        draw = rng.integers(0, len(members), size=(n_resamples, len(members)))
+        cols_scores.append(members[draw])
+        cols_labels.append(np.full(draw.shape, c))
+    stats = rate_metrics(np.concatenate(cols_labels, 1), np.concatenate(cols_scores, 1))
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, values in stats.items():
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            out[name] = (float("nan"), float("nan"))
+        else:
+            lo, hi = np.percentile(values, [tail, 100 - tail])
+            out[name] = (float(lo), float(hi))
+    return out
+
+
+def point_estimates(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The metrics on the sample itself (what TFMA reports, up to its AUC approximation)."""
+    return {k: float(v[0]) for k, v in rate_metrics(labels[None], scores[None]).items()}
+
+
+def slice_members(features: dict[str, list[str]], slice_features: list[str]) -> dict:
+    """Slice name ("overall", "modality=ultrasound", ...) -> indices of its examples."""
+    n = len(next(iter(features.values()))) if features else 0
+    out = {"overall": np.arange(n)}
+    for feature in slice_features:
+        values = np.asarray(features[feature])
+        for value in sorted(set(values.tolist())):
+            out[f"{feature}={value}"] = np.flatnonzero(values == value)
+    return out
+
+
+def slice_intervals(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    features: dict[str, list[str]],
+    slice_features: list[str],
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, dict]:
+    """Per slice: example count, point estimates and bootstrap intervals of every metric."""
+    out = {}
+    for name, idx in slice_members(features, slice_features).items():
+        if idx.size == 0:
+            continue
+        out[name] = {
+            "example_count": int(idx.size),
+            "metrics": point_estimates(labels[idx], scores[idx]),
+            "intervals": stratified_bootstrap(
+                labels[idx], scores[idx], n_resamples, seed, name, level
+            ),
+        }
+    return out

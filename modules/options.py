@@ -1,0 +1,52 @@
+"""The typed shape of what the pipeline hands each module file (`custom_config`, component
+parameters). Values come from `PipelineConfig` only; there are no defaults here, so a key
+the pipeline forgot fails at once with its name instead of silently taking another value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SmoteMethod(str, enum.Enum):
+    """How the train split is rebalanced."""
+
+    PIXEL = "pixel"  # imbalanced-learn's SMOTE in flattened pixel space (the paper)
+    NONE = "none"  # no resampling
+
+
+def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
+    """`cls(**custom_config)`, with an error that lists missing and unknown keys."""
+    given = dict(custom_config or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing, unknown = sorted(names - set(given)), sorted(set(given) - names)
+    if missing or unknown:
+        raise ValueError(
+            f"{cls.__name__}: custom_config is missing {missing} / has unknown {unknown}; "
+            "the pipeline (pipeline/pipeline.py) builds it from PipelineConfig"
+        )
+    return cls(**given)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformOptions:
+    image_size: int
+    roi: bool
+    code: str  # fingerprint of modules/: part of the cache key
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerOptions:
+    image_size: int
+    roi: bool
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    classes: list[str]
+    weights: str
+    seed: int
+    code: str

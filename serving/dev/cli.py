@@ -1,0 +1,112 @@
+"""``lesionlens serve-dev`` / ``python -m serving.dev``: the development server's command line.
+
+Why apart from ``serving/cli.py``: the client command ships to users who query production TF
+Serving; this one starts a stand-in server for development and tests only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def add_cli(subparsers: Any) -> None:
+    """Registers ``serve-dev`` on an argparse subparsers object."""
+    serve_dev = subparsers.add_parser(
+        "serve-dev",
+        help="serve a pushed SavedModel locally over TF Serving's gRPC + REST protocols",
+        description="A development stand-in for tensorflow_model_server (not for production).",
+    )
+    add_serve_dev_arguments(serve_dev)
+    serve_dev.set_defaults(func=run_serve_dev)
+
+
+def _version_label(text: str) -> tuple[str, int]:
+    label, sep, version = text.partition("=")
+    if not sep or not label or not version.isdigit():
+        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION, got {text!r}")
+    return label, int(version)
+
+
+def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``serve-dev`` (also used by ``python -m serving.dev``)."""
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="<serving_root>/<model_name> holding version dirs, or one version dir",
+    )
+    parser.add_argument(
+        "--model-name", help="default: the model dir's name (a version dir's parent's name)"
+    )
+    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
+    parser.add_argument("--rest-port", type=int, default=8501, help="REST port (0 = any free)")
+    parser.add_argument("--no-rest", action="store_true", help="serve gRPC only")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument(
+        "--version-label",
+        action="append",
+        default=[],
+        type=_version_label,
+        metavar="LABEL=VERSION",
+        help="a TF Serving version label, e.g. stable=3",
+    )
+
+
+def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None = None) -> int:
+    """Starts the dev server, prints its addresses and blocks until Ctrl-C / SIGTERM."""
+    import signal
+    import threading
+
+    if serve_fn is None:
+        from serving.dev.server import serve as serve_fn
+
+    try:
+        server = serve_fn(
+            args.model_dir,
+            args.model_name,
+            port=args.port,
+            rest_port=None if args.no_rest else args.rest_port,
+            host=args.host,
+            version_labels=dict(args.version_label),
+        )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(
+        f"Serving model '{server.model_name}' version {server.version} "
+        f"from {server.store.latest.path}",
+        flush=True,
+    )
+    print(f"  gRPC: {server.grpc_target}", flush=True)
+    if server.rest_url:
+        print(f"  REST: {server.rest_url}/v1/models/{server.model_name}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    print("Stopped.", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.dev``: the same options as ``lesionlens serve-dev``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.dev",
+        description="Serve a pushed SavedModel over TF Serving's gRPC and REST protocols.",
+    )
+    add_serve_dev_arguments(parser)
+    return run_serve_dev(parser.parse_args(argv))

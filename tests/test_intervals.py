@@ -1,0 +1,76 @@
+"""Bootstrap intervals: fixed for fixed inputs, defined on tiny two-class slices, and the
+metrics they resample equal scikit-learn's definitions."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from modules.intervals.bootstrap import (
+    point_estimates,
+    rate_metrics,
+    slice_intervals,
+    stratified_bootstrap,
+)
+
+
+def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 3 == 0).astype(np.int64)  # one third positive
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
+    return labels, scores
+
+
+def test_rate_metrics_match_scikit_learn():
+    labels, scores = sample(90, 0)
+    got = point_estimates(labels, scores)
+    pred = scores > 0.5
+    assert got["binary_accuracy"] == pytest.approx(skm.accuracy_score(labels, pred))
+    assert got["precision"] == pytest.approx(skm.precision_score(labels, pred))
+    assert got["recall"] == pytest.approx(skm.recall_score(labels, pred))
+    assert got["specificity"] == pytest.approx(skm.recall_score(1 - labels, ~pred))
+    assert got["f1_score"] == pytest.approx(skm.f1_score(labels, pred))
+    assert got["auc"] == pytest.approx(skm.roc_auc_score(labels, scores))
+    tied = rate_metrics(np.array([[0, 1, 0, 1]]), np.array([[0.5, 0.5, 0.2, 0.9]]))
+    assert tied["auc"][0] == pytest.approx(skm.roc_auc_score([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]))
+
+
+def test_same_inputs_same_bounds_and_seed_matters():
+    labels, scores = sample(60, 1)
+    a = stratified_bootstrap(labels, scores, 500, seed=42, key="overall")
+    b = stratified_bootstrap(labels, scores, 500, seed=42, key="overall")
+    c = stratified_bootstrap(labels, scores, 500, seed=43, key="overall")
+    assert a == b
+    assert a != c
+    point = point_estimates(labels, scores)
+    for name, (lower, upper) in a.items():
+        assert lower <= point[name] <= upper, (name, lower, point[name], upper)
+
+
+def test_four_examples_two_per_class_every_interval_defined():
+    """The demo's test split: two benign, two malignant. An unstratified resample would draw
+    one class only in 1 of 8 draws and leave AUC / specificity undefined there."""
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([0.2, 0.7, 0.6, 0.4])
+    got = stratified_bootstrap(labels, scores, 1000, seed=0, key="overall")
+    for name in ("binary_accuracy", "auc", "recall", "specificity"):
+        lower, upper = got[name]
+        assert np.isfinite(lower) and np.isfinite(upper), name
+        assert 0.0 <= lower <= upper <= 1.0
+
+
+def test_slices_are_independent_of_each_other_and_wider_when_smaller():
+    labels, scores = sample(300, 2)
+    features = {"modality": ["ultrasound"] * 300, "dataset": ["a"] * 30 + ["b"] * 270}
+    both = slice_intervals(labels, scores, features, ["modality", "dataset"], 400, 7, 0.95)
+    alone = slice_intervals(labels, scores, features, ["dataset"], 400, 7, 0.95)
+    assert both["overall"] == alone["overall"] and both["dataset=a"] == alone["dataset=a"]
+    assert both["dataset=a"]["example_count"] == 30
+    one_class = slice_intervals(labels, scores, {"label": labels.tolist()}, ["label"], 100, 7, 0.95)
+    assert np.isnan(one_class["label=0"]["intervals"]["auc"][0])  # AUC needs both classes
+
+    def width(s, m):
+        lower, upper = both[s]["intervals"][m]
+        return upper - lower
+
+    assert width("dataset=a", "auc") > width("dataset=b", "auc")
+    assert width("dataset=a", "binary_accuracy") > width("overall", "binary_accuracy")
