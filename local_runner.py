@@ -18,7 +18,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 from modules import contract as C  # noqa: E402
-from pipeline.config import PROFILES, PipelineConfig, profile  # noqa: E402
+from pipeline.config import DEMO_DATA, PROFILES, PipelineConfig, profile  # noqa: E402
 
 DEMO_RAW = os.path.join("demo_data", "busi")
 log = logging.getLogger("lesionlens")
@@ -54,7 +54,7 @@ def ensure_demo_data(records: str) -> None:
     from lesionlens.ingest import job
 
     log.info("generating synthetic BUSI-layout data in %s", DEMO_RAW)
-    synth.generate(DEMO_RAW, layout="busi", n=40, size=96, seed=0)
+    synth.generate(DEMO_RAW, layout="busi", **DEMO_DATA)
     manifest = job.run(job.IngestConfig(src=DEMO_RAW, out=records))
     log.info("ingested %s:\n%s", records, job.summary_table(manifest))
 

@@ -7,9 +7,9 @@ setup(
     version="0.1.0",
     description="TFX pipeline: breast-lesion classification with Grad-CAM, served by TF Serving",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["lesionlens*", "pipeline*", "modules*", "serving*"]),
+    packages=find_packages(include=["lesionlens*", "pipeline*", "modules*", "serving*", "schema"]),
     py_modules=["local_runner"],
-    package_data={"": ["*.pbtxt"]},
+    package_data={"schema": ["schema.pbtxt"]},
     install_requires=[
         "tfx==1.21.0",
         "tensorflow==2.21.0",

@@ -149,19 +149,25 @@ def independent_gradcam(keras_model, images: tf.Tensor) -> tuple[np.ndarray, np.
     return np.stack(maps), np.array(gaps)
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_gradcam_output_equals_independent_computation(demo_pipeline, batch):
+@pytest.fixture(scope="module")
+def loaded_models(demo_pipeline):
+    """The pushed model as TF Serving loads it and as Keras does, loaded once."""
     import tf_keras
 
-    _, model_dir, records = demo_pipeline
+    _, model_dir, _ = demo_pipeline
+    return tf.saved_model.load(model_dir), tf_keras.models.load_model(model_dir, compile=False)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_gradcam_output_equals_independent_computation(demo_pipeline, loaded_models, batch):
+    _, _, records = demo_pipeline
     recs = read_raw_examples(records, "train")[:batch]
-    loaded = tf.saved_model.load(model_dir)
+    loaded, keras_model = loaded_models
     served = loaded.signatures["serving_default"](examples=tf.constant(recs))
     transformed = loaded.signatures["transform_features"](examples=tf.constant(recs))
     images = tf.cast(
         tf.stack([tf.io.parse_tensor(s, tf.uint8) for s in transformed["image"]]), tf.float32
     )
-    keras_model = tf_keras.models.load_model(model_dir, compile=False)
     expected, gaps = independent_gradcam(keras_model, images)
     got = served["gradcam"].numpy()
     assert got.shape == expected.shape == (batch, 2, 2)

@@ -36,9 +36,9 @@ def test_rate_metrics_match_scikit_learn():
 
 def test_same_inputs_same_bounds_and_seed_matters():
     labels, scores = sample(60, 1)
-    a = stratified_bootstrap(labels, scores, 500, seed=42, key="overall")
-    b = stratified_bootstrap(labels, scores, 500, seed=42, key="overall")
-    c = stratified_bootstrap(labels, scores, 500, seed=43, key="overall")
+    a = stratified_bootstrap(labels, scores, 500, seed=42, level=0.95)
+    b = stratified_bootstrap(labels, scores, 500, seed=42, level=0.95)
+    c = stratified_bootstrap(labels, scores, 500, seed=43, level=0.95)
     assert a == b
     assert a != c
     point = point_estimates(labels, scores)
@@ -51,7 +51,7 @@ def test_four_examples_two_per_class_every_interval_defined():
     one class only in 1 of 8 draws and leave AUC / specificity undefined there."""
     labels = np.array([0, 1, 0, 1])
     scores = np.array([0.2, 0.7, 0.6, 0.4])
-    got = stratified_bootstrap(labels, scores, 1000, seed=0, key="overall")
+    got = stratified_bootstrap(labels, scores, 1000, seed=0, level=0.95)
     for name in ("binary_accuracy", "auc", "recall", "specificity"):
         lower, upper = got[name]
         assert np.isfinite(lower) and np.isfinite(upper), name
@@ -64,6 +64,7 @@ def test_slices_are_independent_of_each_other_and_wider_when_smaller():
     both = slice_intervals(labels, scores, features, ["modality", "dataset"], 400, 7, 0.95)
     alone = slice_intervals(labels, scores, features, ["dataset"], 400, 7, 0.95)
     assert both["overall"] == alone["overall"] and both["dataset=a"] == alone["dataset=a"]
+    assert both["modality=ultrasound"] == both["overall"]  # same examples, same interval
     assert both["dataset=a"]["example_count"] == 30
     one_class = slice_intervals(labels, scores, {"label": labels.tolist()}, ["label"], 100, 7, 0.95)
     assert np.isnan(one_class["label=0"]["intervals"]["auc"][0])  # AUC needs both classes

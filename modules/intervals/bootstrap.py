@@ -11,8 +11,6 @@ are defined in all of them (the class mix is fixed by the split, as in a case-co
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 from scipy.stats import rankdata
 
@@ -51,16 +49,16 @@ def stratified_bootstrap(
     scores: np.ndarray,
     n_resamples: int,
     seed: int,
-    key: str,
-    level: float = 0.95,
+    level: float,
 ) -> dict[str, tuple[float, float]]:
     """Percentile intervals of every rate metric; each class is resampled within itself.
 
-    `key` (the slice name) joins the seed, so a slice's interval does not depend on which
-    other slices exist. Metrics undefined in every resample (AUC of a one-class slice) give
+    Every slice draws from a fresh generator seeded with `seed`, so its interval does not
+    depend on which other slices exist, and two slices holding the same examples get the
+    same interval. Metrics undefined in every resample (AUC of a one-class slice) give
     (nan, nan).
     """
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    rng = np.random.default_rng(seed)
     cols_labels, cols_scores = [], []
     for c in np.unique(labels):
         members = scores[labels == c]
@@ -113,8 +111,6 @@ def slice_intervals(
         out[name] = {
             "example_count": int(idx.size),
             "metrics": point_estimates(labels[idx], scores[idx]),
-            "intervals": stratified_bootstrap(
-                labels[idx], scores[idx], n_resamples, seed, name, level
-            ),
+            "intervals": stratified_bootstrap(labels[idx], scores[idx], n_resamples, seed, level),
         }
     return out
