@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-MARKER = "lesionlens-synth.json"
-LAYOUTS = ("busi", "mri")
-BUSI_CLASSES = ("benign", "malignant", "normal")
-MRI_CLASSES = ("Healthy", "Sick")
-MRI_SPLITS = ("train", "validation", "test")
+from lesionlens.ingest.layouts import MRI_SPLIT_FOLDERS, SYNTH_MARKER
+from modules.contract import LAYOUT_CLASSES
+
+MARKER = SYNTH_MARKER
+LAYOUTS = tuple(LAYOUT_CLASSES)
+BUSI_CLASSES = LAYOUT_CLASSES["busi"]  # Kaggle's folder names
+MRI_CLASSES = tuple(c.capitalize() for c in LAYOUT_CLASSES["mri"])  # "Healthy", "Sick"
+MRI_SPLITS = MRI_SPLIT_FOLDERS
 MASK_MODES = ("1", "L", "RGB")
 JPEG_QUALITY = 90
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
+from modules import contract as C
 from modules.options import SmoteMethod
 
 
@@ -42,7 +43,7 @@ class PipelineConfig:
     output_root: str = "out"
     pipeline_name: str = "lesionlens"
     model_name: str = "lesionlens"
-    classes: tuple[str, ...] = ("benign", "malignant")
+    classes: tuple[str, ...] = C.DEFAULT_CLASSES["busi"]
     image_size: int = 299
     roi: bool = True
     smote: SmoteMethod = SmoteMethod.PIXEL  # "pixel" (flattened-pixel SMOTE, the paper) | "none"

@@ -88,3 +88,34 @@ def read_raw_examples(records, split: str = "test") -> list[bytes]:
 
     files = sorted(glob.glob(os.path.join(str(records), split, C.SHARD_GLOB)))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def start_dev_server(argv: list[str], env: dict, cwd) -> tuple[object, list[str]]:
+    """Starts a dev server process; returns it with the lines it printed up to 'Press Ctrl-C'
+    (TF import and model load may take minutes on a busy 2-core machine: one 300 s deadline)."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    try:
+        while not seen or not seen[-1].startswith("Press Ctrl-C"):
+            seen.append(lines.get(timeout=max(1.0, deadline - time.monotonic())).strip())
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, seen

@@ -13,8 +13,9 @@ from lesionlens import synth
 from lesionlens.cli import main
 from lesionlens.ingest import splits
 from lesionlens.ingest.job import IngestConfig, IngestError, run
+from modules import contract as C
 
-SPLITS = ("train", "eval", "test")
+SPLITS = C.SPLITS
 FRACTIONS = (0.70, 0.15, 0.15)
 
 

@@ -8,14 +8,12 @@ virtualenv would install from requirements.lock.
 """
 
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from conftest import start_dev_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,23 +82,11 @@ def test_installed_copy_ingests_trains_serves_and_predicts(installed, tmp_path):
     model_base = work / "out" / "serving" / "lesionlens"
     assert [p.name for p in model_base.iterdir() if p.name.isdigit()]
 
-    server = subprocess.Popen(
-        [sys.executable, *cli, "serve-dev", "--model-dir", str(model_base)]
-        + ["--port", "0", "--no-rest"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    server, seen = start_dev_server(
+        [*cli, "serve-dev", "--model-dir", str(model_base), "--port", "0", "--no-rest"], env, work
     )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in server.stdout], daemon=True).start()
     try:
-        deadline, target = time.monotonic() + 300, None
-        while target is None:
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic())).strip()
-            if line.startswith("gRPC:"):
-                target = line.split()[-1]
+        target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
         out = run(
             env,
             work,

@@ -13,13 +13,8 @@ import base64
 import io
 import json
 import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +23,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import start_dev_server
 from PIL import Image
 from serving_toy_model import FEATURE, save_toy_model
 from tensorflow_serving.apis import (
@@ -395,22 +391,9 @@ def test_find_versions(tmp_path):
 def test_serve_dev_cli_subprocess(model_base):
     """``python -m serving.dev`` on a version dir: prints addresses, serves, stops on ^C."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "serving.dev", "--model-dir", str(model_base / "1")]
-    proc = subprocess.Popen(
-        [*command, "--port", "0", "--rest-port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    argv = ["-m", "serving.dev", "--model-dir", str(model_base / "1")]
+    proc, seen = start_dev_server([*argv, "--port", "0", "--rest-port", "0"], env, ROOT)
     try:
-        seen = []
-        deadline = time.monotonic() + 300  # TF import and model load on a busy 2-core machine
-        while not seen or not seen[-1].startswith("Press Ctrl-C"):
-            seen.append(lines.get(timeout=max(1.0, deadline - time.monotonic())).strip())
         assert seen[0].startswith("Serving model 'toy' version 1")
         target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
         rest = next(line.split()[-1] for line in seen if line.startswith("REST:"))

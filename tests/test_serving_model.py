@@ -11,7 +11,7 @@ from PIL import Image
 
 from lesionlens.cli import main
 from serving.client import GrpcClient, RestClient
-from serving.dev_server import serve
+from serving.dev.server import serve
 from serving.errors import InvalidRequestError
 
 

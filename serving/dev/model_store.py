@@ -24,7 +24,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # TF Serving's default
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
