@@ -139,29 +139,44 @@ def sibling_masks(image_path: str) -> list[str]:
     return [os.path.join(folder, f) for f in sorted(found, key=mask_order)]
 
 
+def open_image(path: str, data: bytes, what: str, max_pixels: int | None = None):
+    """A fully decoded Pillow image; ValueError naming the file when it is empty, not an
+    image, truncated, or (checked from the header, before decoding) above `max_pixels`."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError(f"{path}: empty {what} file")
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not a readable image ({what})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: unreadable or truncated {what}: {e}") from None
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise ValueError(
+            f"{path}: {what} is {img.width}x{img.height} pixels, above the pixel budget of "
+            f"{max_pixels}"
+        )
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: unreadable or truncated {what}: {e}") from None
+    return img
+
+
 def mask_union(paths: list[str], read: Callable[[str], bytes], size: tuple[int, int] | None):
     """Logical OR (bool [H, W]) of the masks: > 0 is lesion, whatever the pixel mode.
 
     `size` = (width, height) of the image the masks belong to (None: the first mask's).
     Raises ValueError naming the mask file that is unreadable or of another size.
     """
-    import io
-
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
     union = None
     for path in paths:
-        data = read(path)
-        if not data:
-            raise ValueError(f"{path}: empty mask file")
-        try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-        except UnidentifiedImageError:
-            raise ValueError(f"{path}: not a readable image (mask)") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"{path}: unreadable or truncated mask: {e}") from None
+        img = open_image(path, read(path), "mask")
         size = size or img.size
         if img.size != size:
             raise ValueError(

@@ -6,7 +6,7 @@ import io
 from dataclasses import dataclass
 
 import imagehash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from lesionlens.ingest.layouts import Candidate
 from modules import contract as C
@@ -34,16 +34,10 @@ class Record:
 
 
 def _open(path: str, data: bytes, what: str) -> Image.Image:
-    if not data:
-        raise BadInput(f"{path}: empty {what} file")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except UnidentifiedImageError:
-        raise BadInput(f"{path}: not a readable image ({what})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadInput(f"{path}: unreadable or truncated {what}: {e}") from None
-    return img
+        return C.open_image(path, data, what)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
 
 
 def read_bytes(path: str) -> bytes:
