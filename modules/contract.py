@@ -43,6 +43,12 @@ TRANSFORMED_FEATURES: dict[str, str] = {
     HAS_MASK: "int64_list",
 }
 
+# Largest image (width x height) any stage decodes: ingestion, Transform and every serving
+# signature check it from the file header first. Ultrasound and MRI images are ~1 Mpx (BUSI:
+# at most 0.6); 16 Mpx leaves room for high-resolution scanners and bounds one decoded image
+# to 48 MB (uint8) / 192 MB (float32).
+DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
+
 # --------------------------------------------------------------------------- splits, files
 
 TRAIN, EVAL, TEST = "train", "eval", "test"
@@ -139,9 +145,16 @@ def sibling_masks(image_path: str) -> list[str]:
     return [os.path.join(folder, f) for f in sorted(found, key=mask_order)]
 
 
-def open_image(path: str, data: bytes, what: str, max_pixels: int | None = None):
+def open_image(
+    path: str,
+    data: bytes,
+    what: str,
+    max_pixels: int | None = None,
+    size: tuple[int, int] | None = None,
+):
     """A fully decoded Pillow image; ValueError naming the file when it is empty, not an
-    image, truncated, or (checked from the header, before decoding) above `max_pixels`."""
+    image, truncated, or (checked from the header, before decoding) above `max_pixels` or
+    not of `size` (width, height)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -152,12 +165,19 @@ def open_image(path: str, data: bytes, what: str, max_pixels: int | None = None)
         img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not a readable image ({what})") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own limit, far above ours
+        raise ValueError(f"{path}: {what} is above the pixel budget of {max_pixels}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: unreadable or truncated {what}: {e}") from None
     if max_pixels is not None and img.width * img.height > max_pixels:
         raise ValueError(
             f"{path}: {what} is {img.width}x{img.height} pixels, above the pixel budget of "
             f"{max_pixels}"
+        )
+    if size is not None and img.size != tuple(size):
+        raise ValueError(
+            f"{path}: {what} size {img.width}x{img.height} differs from image size "
+            f"{size[0]}x{size[1]}"
         )
     try:
         img.load()
@@ -176,13 +196,8 @@ def mask_union(paths: list[str], read: Callable[[str], bytes], size: tuple[int, 
 
     union = None
     for path in paths:
-        img = open_image(path, read(path), "mask")
+        img = open_image(path, read(path), "mask", size=size)
         size = size or img.size
-        if img.size != size:
-            raise ValueError(
-                f"{path}: mask size {img.width}x{img.height} differs from image size "
-                f"{size[0]}x{size[1]}"
-            )
         pixels = np.asarray(img.convert("L")) > 0
         union = pixels if union is None else union | pixels
     if union is None:

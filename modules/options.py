@@ -36,6 +36,7 @@ def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
 class TransformOptions:
     image_size: int
     roi: bool
+    max_pixels: int  # pixel budget of one decoded image (checked from its header)
     code: str  # fingerprint of modules/: part of the cache key
 
 
@@ -43,6 +44,7 @@ class TransformOptions:
 class TrainerOptions:
     image_size: int
     roi: bool
+    max_pixels: int
     batch_size: int
     epochs: int
     learning_rate: float

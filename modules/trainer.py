@@ -63,7 +63,7 @@ class _Progress(keras.callbacks.Callback):
 
 
 def _serving_signatures(
-    model: keras.Model, tf_transform_output: tft.TFTransformOutput, size: int, roi: bool
+    model: keras.Model, tf_transform_output: tft.TFTransformOutput, opts: TrainerOptions
 ) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
     (or the same `prepare_images` for raw bytes) -> model -> Grad-CAM."""
@@ -79,7 +79,7 @@ def _serving_signatures(
     def transformed_images(serialized):
         parsed = tf.io.parse_example(serialized, serving_spec)
         transformed = model.tft_layer(parsed)
-        return decode_images(transformed[C.IMAGE], size)
+        return decode_images(transformed[C.IMAGE], opts.image_size)
 
     @tf.function(
         autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
@@ -101,7 +101,9 @@ def _serving_signatures(
         ],
     )
     def serve_images(image_bytes, mask_bytes):
-        images, _ = prepare_images(image_bytes, mask_bytes, size, roi)
+        images, _ = prepare_images(
+            image_bytes, mask_bytes, opts.image_size, opts.roi, opts.max_pixels
+        )
         return M.predict_with_gradcam(cam, tf.cast(images, tf.float32))
 
     raw_spec = tf_transform_output.raw_feature_spec()
@@ -150,7 +152,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train_seconds = time.time() - t0
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    signatures = _serving_signatures(model, tf_transform_output, size, opts.roi)
+    signatures = _serving_signatures(model, tf_transform_output, opts)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info))

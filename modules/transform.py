@@ -11,24 +11,29 @@ from typing import Any
 import tensorflow as tf
 
 from modules import contract as C
+from modules import safe_decode
 from modules.options import TransformOptions, from_custom_config
 
 
-def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
+def prepare_image(
+    image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool, max_pixels: int
+):
     """One example: RGB uint8 [size, size, 3] and whether a non-empty lesion mask came with it.
 
     ROI = image x mask at the original resolution, then a bilinear resize (the paper's order);
-    an empty mask string (MRI) or an empty mask image leaves the image unchanged.
+    an empty mask string (MRI) or an empty mask image leaves the image unchanged. Image and
+    mask above `max_pixels` (by their headers) fail before they are decoded.
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = safe_decode.decode(image_bytes, 3, max_pixels, "image")
 
     def with_mask():
-        mask = tf.io.decode_png(mask_bytes, channels=1) > 0
-        check = tf.debugging.assert_equal(
-            tf.shape(mask)[:2], tf.shape(image)[:2], message="mask size differs from image size"
+        same = tf.debugging.assert_equal(
+            safe_decode.header_size(mask_bytes, "mask"),
+            tf.cast(tf.shape(image)[:2], tf.int64),
+            message="mask size differs from image size",
         )
-        with tf.control_dependencies([check]):  # every use of the mask waits for the check
-            mask = tf.identity(mask)
+        with tf.control_dependencies([same]):  # checked from the header, before decoding
+            mask = safe_decode.decode(mask_bytes, 1, max_pixels, "mask") > 0
         nonempty = tf.reduce_any(mask)
         masked = image * tf.cast(mask, image.dtype) if roi else image
         return tf.cond(nonempty, lambda: masked, lambda: image), nonempty
@@ -40,10 +45,14 @@ def prepare_image(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi:
     return tf.ensure_shape(resized, [size, size, 3]), tf.cast(has_mask, tf.int64)
 
 
-def prepare_images(image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool):
+def prepare_images(
+    image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool, max_pixels: int
+):
     """Batch version of `prepare_image`: [B] encoded images and masks -> ([B,S,S,3], [B])."""
     return tf.map_fn(
-        tf.autograph.experimental.do_not_convert(lambda x: prepare_image(x[0], x[1], size, roi)),
+        tf.autograph.experimental.do_not_convert(
+            lambda x: prepare_image(x[0], x[1], size, roi, max_pixels)
+        ),
         (image_bytes, mask_bytes),
         fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
     )
@@ -72,7 +81,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     """tf.Transform entry point (TFX Transform calls it); options come from PipelineConfig."""
     opts = from_custom_config(TransformOptions, custom_config)
     images, has_mask = prepare_images(
-        _flat(inputs[C.IMAGE]), _flat(inputs[C.MASK]), opts.image_size, opts.roi
+        _flat(inputs[C.IMAGE]), _flat(inputs[C.MASK]), opts.image_size, opts.roi, opts.max_pixels
     )
     return {
         C.IMAGE: encode_images(images),

@@ -45,6 +45,7 @@ class PipelineConfig:
     model_name: str = "lesionlens"
     classes: tuple[str, ...] = C.DEFAULT_CLASSES["busi"]
     image_size: int = 299
+    max_image_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS  # larger images are rejected, see contract
     roi: bool = True
     smote: SmoteMethod = SmoteMethod.PIXEL  # "pixel" (flattened-pixel SMOTE, the paper) | "none"
     smote_k_neighbors: int = 5

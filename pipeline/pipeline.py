@@ -45,7 +45,9 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="modules.transform.preprocessing_fn",
         custom_config=dataclasses.asdict(
-            TransformOptions(image_size=cfg.image_size, roi=cfg.roi, code=code)
+            TransformOptions(
+                image_size=cfg.image_size, roi=cfg.roi, max_pixels=cfg.max_image_pixels, code=code
+            )
         ),
         splits_config=tfx.proto.SplitsConfig(analyze=[C.TRAIN], transform=list(C.SPLITS)),
         disable_statistics=True,
@@ -72,6 +74,7 @@ def create_pipeline(
             TrainerOptions(
                 image_size=cfg.image_size,
                 roi=cfg.roi,
+                max_pixels=cfg.max_image_pixels,
                 batch_size=cfg.batch_size,
                 epochs=cfg.epochs,
                 learning_rate=cfg.learning_rate,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bomb_png
 from PIL import Image
 
 from lesionlens import synth
@@ -360,6 +361,11 @@ def bad_run(tmp_path_factory, pool, read_examples):
     # an image without its mask, and a mask without its image
     shutil.copy(pool / "benign" / "benign (8).png", b / "benign (8).png")
     shutil.copy(pool / "benign" / "benign (9)_mask.png", b / "benign (9)_mask.png")
+    # a decompression bomb (20000 x 20000 in a few dozen KB) with a mask of its size
+    (b / "benign (12).png").write_bytes(bomb_png())
+    (b / "benign (12)_mask.png").write_bytes(bomb_png())
+    (b / "benign (13).png").write_bytes(bomb_png(5000, 4000))  # under Pillow's own limit
+    (b / "benign (13)_mask.png").write_bytes(bomb_png(5000, 4000))
     # an unreadable mask
     _copy_case(pool, src, "benign", 10)
     (b / "benign (10)_mask.png").write_text("not a mask either\n")
@@ -389,6 +395,8 @@ GOOD = {f"benign/benign ({i}).png" for i in range(1, 5)} | {"benign/benign (11).
         ("benign/benign (8).png", ["mask missing"]),
         ("benign/benign (9)_mask.png", ["mask without image"]),
         ("benign/benign (10).png", ["benign (10)_mask.png", "not a readable image"]),
+        ("benign/benign (12).png", ["above the pixel budget of 16000000", "400000000 pixels"]),
+        ("benign/benign (13).png", ["5000x4000 pixels, above the pixel budget of 16000000"]),
         ("benign/extra", ["unexpected folder"]),
         ("cats", ["unknown class folder"]),
         ("malignant", ["empty class folder"]),
@@ -407,7 +415,7 @@ def test_bad_inputs_do_not_stop_good_ones(bad_run):
     src, manifest, rows = bad_run
     assert set(rows) == GOOD
     assert manifest["examples"] == len(GOOD)
-    assert len(manifest["skipped"]) == 11
+    assert len(manifest["skipped"]) == 13  # the 11 kinds above plus two oversized images
     assert manifest["excluded_classes"] == {"normal": 2}
     assert manifest["classes"] == {"benign": 0, "malignant": 1}
     for image_id in GOOD - {"benign/benign (11).bmp"}:

@@ -1,13 +1,17 @@
 """preprocessing_fn: ROI masking and resize against hand-computed values."""
 
 import io
+import resource
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import bomb_jpeg, bomb_png
 from PIL import Image
 
 from modules.transform import decode_images, prepare_image, preprocessing_fn
+
+BUDGET = 16_000_000
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -36,7 +40,9 @@ def run_fn(image: np.ndarray, mask: bytes, roi: bool = True) -> dict:
         "modality": tf.constant([[b"ultrasound"]]),
         "dataset": tf.constant([[b"synthetic"]]),
     }
-    return preprocessing_fn(inputs, {"image_size": 2, "roi": roi, "code": "test"})
+    return preprocessing_fn(
+        inputs, {"image_size": 2, "roi": roi, "max_pixels": BUDGET, "code": "test"}
+    )
 
 
 def test_roi_mask_then_resize_matches_hand_computation():
@@ -66,17 +72,52 @@ def test_grayscale_and_rgba_decode_to_rgb():
     gray = np.full((6, 8), 77, np.uint8)
     rgba = np.dstack([IMAGE, np.full((4, 4), 255, np.uint8)])
     for arr in (gray, rgba):
-        img, _ = prepare_image(tf.constant(png(arr)), tf.constant(b""), 3, True)
+        img, _ = prepare_image(tf.constant(png(arr)), tf.constant(b""), 3, True, BUDGET)
         assert img.shape == (3, 3, 3) and img.dtype == tf.uint8
-    img, _ = prepare_image(tf.constant(png(gray)), tf.constant(b""), 3, True)
+    img, _ = prepare_image(tf.constant(png(gray)), tf.constant(b""), 3, True, BUDGET)
     assert np.all(img.numpy() == 77)
 
 
 def test_mask_of_other_size_is_an_error():
     with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs"):
-        prepare_image(tf.constant(png(IMAGE)), tf.constant(png(np.ones((5, 5), np.uint8))), 2, True)
+        prepare_image(
+            tf.constant(png(IMAGE)), tf.constant(png(np.ones((5, 5), np.uint8))), 2, True, BUDGET
+        )
 
 
 def test_missing_option_is_named():
     with pytest.raises(ValueError, match=r"missing \['roi'\]"):
-        preprocessing_fn({}, {"image_size": 2, "code": "test"})
+        preprocessing_fn({}, {"image_size": 2, "max_pixels": BUDGET, "code": "test"})
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("make_bomb", [bomb_png, bomb_jpeg])
+def test_bombs_are_rejected_from_the_header_before_decoding(make_bomb):
+    """20000 x 20000 would decode to 1.2 GB; the header check fails first, naming the size
+    and the limit, and the process does not grow by anything like that."""
+    bomb = tf.constant(make_bomb())
+    before = peak_rss_mb()
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match="image is 20000x20000 pixels, above the pixel budget of 16000000",
+    ):
+        prepare_image(bomb, tf.constant(b""), 2, True, 16_000_000)
+    ok = tf.constant(png(IMAGE))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs from image"):
+        prepare_image(tf.constant(make_bomb(4, 4)), bomb, 2, True, 16_000_000)  # from headers
+    assert prepare_image(ok, tf.constant(b""), 2, True, 16)[0].shape == (2, 2, 3)  # 4x4 <= 16
+    with pytest.raises(tf.errors.InvalidArgumentError, match="4x4 pixels, above .* of 15"):
+        prepare_image(ok, tf.constant(b""), 2, True, 15)
+    assert peak_rss_mb() - before < 200
+
+
+def test_formats_other_than_png_and_jpeg_are_rejected():
+    gif = io.BytesIO()
+    Image.fromarray(IMAGE).save(gif, format="GIF")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="neither a PNG nor a JPEG"):
+        prepare_image(tf.constant(gif.getvalue()), tf.constant(b""), 2, True, BUDGET)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="neither a PNG nor a JPEG"):
+        prepare_image(tf.constant(b"\x89PNG"), tf.constant(b""), 2, True, BUDGET)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lesionlens.ingest import job, layouts, records
+from modules import contract as C
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -57,6 +58,13 @@ def add_cli(subparsers) -> None:
         help="exclude near-duplicate groups whose members carry different labels",
     )
     p.add_argument("--dataset", help="value of the `dataset` feature (default from the layout)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=C.DEFAULT_MAX_IMAGE_PIXELS,
+        help="skip images above this many pixels, read from the header before decoding "
+        f"(default {C.DEFAULT_MAX_IMAGE_PIXELS}; the model's graph applies the same budget)",
+    )
     p.set_defaults(func=_run, accepts_extra=True)
 
 

@@ -35,6 +35,7 @@ class IngestConfig:
     max_distance: int = 6
     drop_conflicts: bool = False
     dataset: str | None = None
+    max_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS  # larger images are skipped, from the header
 
 
 class IngestError(RuntimeError):
@@ -42,9 +43,13 @@ class IngestError(RuntimeError):
 
 
 class _ReadFn(beam.DoFn):
+    def __init__(self, max_pixels: int) -> None:
+        super().__init__()
+        self.max_pixels = max_pixels
+
     def process(self, c: layouts.Candidate):
         try:
-            yield records.read_record(c)
+            yield records.read_record(c, self.max_pixels)
         except records.BadInput as e:
             yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": str(e)})
         except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
@@ -96,7 +101,8 @@ def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: 
     read = (
         p
         | "Candidates" >> beam.Create(disc.candidates, reshuffle=True)
-        | "ReadAndValidate" >> beam.ParDo(_ReadFn()).with_outputs(SKIPPED_TAG, main="ok")
+        | "ReadAndValidate"
+        >> beam.ParDo(_ReadFn(cfg.max_pixels)).with_outputs(SKIPPED_TAG, main="ok")
     )
     plan = (
         read.ok

@@ -33,9 +33,9 @@ class Record:
     height: int
 
 
-def _open(path: str, data: bytes, what: str) -> Image.Image:
+def _open(path: str, data: bytes, what: str, max_pixels: int) -> Image.Image:
     try:
-        return C.open_image(path, data, what)
+        return C.open_image(path, data, what, max_pixels)
     except ValueError as e:
         raise BadInput(str(e)) from None
 
@@ -57,10 +57,10 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def read_record(c: Candidate, reader=read_bytes) -> Record:
+def read_record(c: Candidate, max_pixels: int, reader=read_bytes) -> Record:
     """Validates a candidate; raises BadInput naming the offending file."""
     data = reader(c.path)
-    img = _open(c.path, data, "image")
+    img = _open(c.path, data, "image", max_pixels)
     if img.format not in KEEP_FORMATS or img.mode not in KEEP_MODES:
         # The contract allows PNG/JPEG only: re-encode other formats/modes losslessly to PNG.
         img = img.convert("RGB") if img.mode not in KEEP_MODES else img
