@@ -37,12 +37,14 @@ from tensorflow_serving.apis import (
 from serving import overlay
 from serving.cli import add_cli
 from serving.client import GrpcClient, RestClient
+from serving.dev.limits import Limits
 from serving.dev.model_store import clean_tf_message, find_versions
 from serving.dev.server import serve
 from serving.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ServerUnavailableError,
+    ServingError,
     SignatureNotFoundError,
 )
 
@@ -152,6 +154,15 @@ def _direct_images(direct, images: list[bytes], masks: list[bytes] | None = None
 
 def _good_inputs() -> dict:
     return {"image_bytes": [_image_bytes(20, 20)], "mask_bytes": [b""]}
+
+
+def _rest_inputs(images: list[bytes]) -> dict:
+    """TF Serving's columnar REST inputs, bytes as {"b64": ...}."""
+
+    def b64(data: bytes) -> dict:
+        return {"b64": base64.b64encode(data).decode()}
+
+    return {"image_bytes": [b64(i) for i in images], "mask_bytes": [b64(b"") for _ in images]}
 
 
 # --- gRPC -------------------------------------------------------------------------------
@@ -508,3 +519,38 @@ def test_expand_inputs_and_sibling_masks(tmp_path):
     Image.fromarray(halves[0][:, :8]).save(tmp_path / "benign (1)_mask_2.png")
     with pytest.raises(OSError, match=r"benign \(1\)_mask_2.png: mask size 8x6 differs"):
         sibling_mask(tmp_path / "benign (1).png", (10, 6))
+
+
+# --- limits -----------------------------------------------------------------------------
+
+
+def test_batch_and_in_flight_limits_answer_at_once(model_base):
+    """Past the batch limit: INVALID_ARGUMENT; with every in-flight slot taken (held here, so
+    the test does not depend on timing): RESOURCE_EXHAUSTED / HTTP 429 at once, and the
+    next request after a slot frees is served."""
+    limits = Limits(max_in_flight=1, max_batch=2, max_request_bytes=2**20)
+    with serve(model_base, "toy", port=0, rest_port=0, limits=limits) as handle:
+        image = _image_bytes(8, 8)
+        client = GrpcClient(handle.grpc_target, "toy", signature="predict_images", timeout_s=20)
+        with pytest.raises(InvalidRequestError, match="batch of 3 exceeds .* maximum batch size"):
+            client.predict_images([image] * 3)
+        assert client.predict_images([image] * 2)["probabilities"].shape == (2, 2)
+
+        slots = handle.admission._slots
+        assert slots.acquire(blocking=False)  # the one slot is now busy
+        try:
+            error = _raw_predict(handle.grpc_target, _good_inputs())
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit of 1 requests in flight" in error.details()
+            body = {"signature_name": "predict_images", "inputs": _rest_inputs([image])}
+            status, doc = _http(f"{handle.rest_url}/v1/models/toy:predict", body)
+            assert status == 429 and "requests in flight" in doc["error"]
+        finally:
+            slots.release()
+        assert client.predict_images([image])["probabilities"].shape == (1, 2)
+
+        big = {"signature_name": "predict_images", "inputs": _rest_inputs([b"x" * 2**20])}
+        status, doc = _http(f"{handle.rest_url}/v1/models/toy:predict", big)
+        assert status == 413 and "exceeds the limit" in doc["error"]
+        with pytest.raises(ServingError, match="RESOURCE_EXHAUSTED"):
+            client.predict_images([b"x" * 2**20])

@@ -1,12 +1,15 @@
 """The pipeline's pushed model behind the dev server: gRPC and REST clients, the predict
 CLI with overlays, and bad input that must not take the server down."""
 
+import concurrent.futures
 import io
 import json
 import os
+import resource
 
 import numpy as np
 import pytest
+from conftest import bomb_jpeg, bomb_png
 from PIL import Image
 
 from lesionlens.cli import main
@@ -79,3 +82,39 @@ def test_grpc_and_rest_agree_and_bad_input_is_rejected_cleanly(server):
     assert odd["probabilities"].shape == (1, 2)
     again = grpc_client.predict_images([image], [mask])  # the server is still up
     np.testing.assert_allclose(again["probabilities"][0], g["probabilities"][0], atol=1e-5)
+
+
+@pytest.mark.parametrize("make_bomb", [bomb_png, bomb_jpeg])
+def test_every_signature_rejects_a_bomb_by_its_header_and_survives_four_at_once(server, make_bomb):
+    """20000 x 20000 pixels in a few dozen KB: INVALID_ARGUMENT naming the size and the limit
+    from every decoding signature, before any large allocation (the server's peak RSS grows
+    by far less than one decoded bomb, 1.2 GB); four at once leave it answering."""
+    handle, raw = server
+    bomb = make_bomb()
+    before = peak_rss_mb()
+    limit = "20000x20000 pixels, above the pixel budget of 16000000"
+    for signature in ("predict_images", "serving_default", "predict_only"):
+        client = GrpcClient(handle.grpc_target, "lesionlens", signature=signature)
+        with pytest.raises(InvalidRequestError, match=limit):
+            client.predict_images([bomb], [b""])
+    image = (raw / "benign" / "benign (1).png").read_bytes()
+    client = GrpcClient(handle.grpc_target, "lesionlens", signature="predict_images")
+    with pytest.raises(InvalidRequestError, match="mask size differs"):
+        client.predict_images([image], [bomb])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(lambda _: _error_of(client, bomb), range(4)))
+    assert all(isinstance(e, InvalidRequestError) for e in errors), errors
+    assert client.predict_images([image])["probabilities"].shape == (1, 2)
+    assert peak_rss_mb() - before < 300
+
+
+def _error_of(client, bomb: bytes) -> Exception | None:
+    try:
+        client.predict_images([bomb])
+    except Exception as error:  # noqa: BLE001 - returned for the assertion
+        return error
+    return None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from serving.dev.limits import Limits
+
 
 def add_cli(subparsers: Any) -> None:
     """Registers ``serve-dev`` on an argparse subparsers object."""
@@ -54,6 +56,24 @@ def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL=VERSION",
         help="a TF Serving version label, e.g. stable=3",
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=Limits.max_in_flight,
+        help="predict requests served at once; more get RESOURCE_EXHAUSTED (REST 429) at once",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=Limits.max_batch,
+        help="images per request; a larger batch gets INVALID_ARGUMENT",
+    )
+    parser.add_argument(
+        "--max-request-mb",
+        type=int,
+        default=Limits.max_request_bytes // 2**20,
+        help="request size in MiB; larger gets RESOURCE_EXHAUSTED (gRPC) / 413 (REST)",
+    )
 
 
 def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None = None) -> int:
@@ -72,6 +92,7 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
             rest_port=None if args.no_rest else args.rest_port,
             host=args.host,
             version_labels=dict(args.version_label),
+            limits=Limits(args.max_in_flight, args.max_batch_size, args.max_request_mb * 2**20),
         )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

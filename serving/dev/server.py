@@ -17,6 +17,7 @@ Usage: ``python -m serving.dev --model-dir out/serving/lesionlens`` or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -41,6 +42,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import rest_json
+from serving.dev.limits import Limits
 from serving.dev.model_store import DEFAULT_SIGNATURE, ModelStore, Servable, StatusError
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,35 @@ def _numpy_dtype(dtype: tf.DType) -> np.dtype:
     return np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype)
 
 
+class _Admission:
+    """Counts predict requests in flight; refuses, never queues, past the limit."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_in_flight)
+
+    @contextlib.contextmanager
+    def admit(self, arrays: Mapping[str, np.ndarray]):
+        for alias, array in arrays.items():
+            batch = np.shape(array)[0] if np.ndim(array) else 1
+            if batch > self.limits.max_batch:
+                raise StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {alias}: batch of {batch} exceeds this server's maximum batch size "
+                    f"of {self.limits.max_batch} (--max-batch-size); split the request",
+                )
+        if not self._slots.acquire(blocking=False):
+            raise StatusError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is at its limit of {self.limits.max_in_flight} requests in flight "
+                "(--max-in-flight); retry later",
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
 def _guarded(context: grpc.ServicerContext, handler: Callable[[], Any]) -> Any:
     """Runs a handler; any failure becomes a gRPC status, never a dead server."""
     try:
@@ -131,8 +162,9 @@ def _metadata_response(store: ModelStore, request: Any) -> Any:
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, admission: _Admission) -> None:
         self._store = store
+        self._admission = admission
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return _guarded(context, lambda: self._predict(request))
@@ -153,7 +185,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}"
                 ) from None
-        outputs = servable.run(signature_name, arrays, list(request.output_filter))
+        with self._admission.admit(arrays):
+            outputs = servable.run(signature_name, arrays, list(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -182,8 +215,10 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 class _RestApi:
     """TF Serving's REST routes over a `ModelStore`; returns (HTTP status, JSON document)."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, admission: _Admission) -> None:
         self._store = store
+        self._admission = admission
+        self.limits = admission.limits
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
@@ -236,7 +271,8 @@ class _RestApi:
         servable = self._store.get(name, version, label)
         dtypes = self._input_dtypes(servable, signature_name)
         arrays, fmt = rest_json.request_arrays(doc, dtypes)
-        outputs = servable.run(signature_name, arrays)
+        with self._admission.admit(arrays):
+            outputs = servable.run(signature_name, arrays)
         return rest_json.response_json(outputs, fmt)
 
     @staticmethod
@@ -297,6 +333,12 @@ class _RestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(400, json.dumps({"error": "invalid Content-Length"}).encode("utf-8"))
             return
+        if length > self.api.limits.max_request_bytes:
+            self.close_connection = True  # the body is not read
+            message = f"request of {length} bytes exceeds the limit of "
+            message += f"{self.api.limits.max_request_bytes} (--max-request-mb)"
+            self._reply(413, json.dumps({"error": message}).encode("utf-8"))
+            return
         if length == 0 and method == "POST":
             self.close_connection = True  # e.g. a chunked body we do not read: drop the rest
         body = self.rfile.read(length) if length else b""
@@ -336,8 +378,10 @@ class DevServer:
         grpc_port: int,
         http_server: ThreadingHTTPServer | None,
         host: str,
+        admission: _Admission,
     ) -> None:
         self.store = store
+        self.admission = admission  # requests in flight and the limits
         self.host = host
         self.grpc_port = grpc_port
         self.rest_port = http_server.server_address[1] if http_server else None
@@ -398,26 +442,32 @@ def serve(
     host: str = "127.0.0.1",
     *,
     version_labels: Mapping[str, int] | None = None,
-    max_workers: int = 8,
+    limits: Limits | None = None,
 ) -> DevServer:
     """Loads the newest version under `model_dir` and serves it; returns once listening.
 
     `model_dir` is ``<root>/<name>`` (holding integer version dirs) or one version dir.
     `model_name` defaults to that base dir's name. Port 0 picks a free port (read the actual
     ones from the handle); `rest_port=None` turns REST off. `version_labels` maps TF Serving
-    version labels (e.g. ``{"stable": 3}``) to loaded versions.
+    version labels (e.g. ``{"stable": 3}``) to loaded versions. `limits` bounds concurrent
+    predict requests and batch sizes (defaults: `Limits()`).
     """
     store = ModelStore.from_dir(model_dir, model_name, version_labels)
+    admission = _Admission(limits or Limits())
+    # A few workers beyond the predict limit answer metadata and refusals at once; past them
+    # gRPC itself answers RESOURCE_EXHAUSTED instead of queueing.
+    workers = admission.limits.max_in_flight + 4
     grpc_server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dev-server-grpc"),
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dev-server-grpc"),
+        maximum_concurrent_rpcs=workers,
         options=[
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", admission.limits.max_request_bytes),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),  # a port in use must fail, not be silently shared
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        _PredictionService(store), grpc_server
+        _PredictionService(store, admission), grpc_server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(store), grpc_server)
     try:
@@ -428,7 +478,7 @@ def serve(
         raise OSError(f"cannot listen for gRPC on {_address(host, port)}")
     http_server = None
     if rest_port is not None:
-        handler = type("_BoundRestHandler", (_RestHandler,), {"api": _RestApi(store)})
+        handler = type("_BoundRestHandler", (_RestHandler,), {"api": _RestApi(store, admission)})
         server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
         try:
             http_server = server_class((host, rest_port), handler)
@@ -439,7 +489,7 @@ def serve(
             ) from None
         http_server.daemon_threads = True
     grpc_server.start()
-    server = DevServer(store, grpc_server, bound, http_server, host)
+    server = DevServer(store, grpc_server, bound, http_server, host, admission)
     log.info(
         "serving %s v%d: gRPC %s, REST %s",
         store.name,
