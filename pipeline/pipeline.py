@@ -11,7 +11,9 @@ import json
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
+from modules import atomic_push
 from modules import contract as C
 from modules.anomalies_gate import AnomaliesGate
 from modules.intervals import BootstrapIntervals
@@ -108,6 +110,7 @@ def create_pipeline(
         code_version=code,
     )
     pusher = tfx.components.Pusher(
+        custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_push.Executor),
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
