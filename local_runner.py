@@ -59,6 +59,16 @@ def ensure_demo_data(records: str) -> None:
     log.info("ingested %s:\n%s", records, job.summary_table(manifest))
 
 
+def _threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError(text)
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -74,6 +84,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        type=_threshold,
+        metavar="METRIC=VALUE",
+        help="an overall lower bound the Evaluator blesses on, e.g. auc=0.8 (repeatable; "
+        "adds to the profile's)",
+    )
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--verbose", action="store_true", help="show every TFX / Beam / TF log line")
     return p.parse_args(argv)
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_cache:
         overrides["enable_cache"] = False
     cfg = profile(args.profile, **overrides)
+    if args.threshold:
+        cfg = cfg.replace(thresholds={**cfg.thresholds, **dict(args.threshold)})
     from pipeline.console import log_to_console, quiet_libraries
 
     log_to_console()

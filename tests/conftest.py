@@ -11,12 +11,15 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from bench.bombs import bomb_jpeg, bomb_png  # noqa: E402, F401 - shared with the tests
 from modules import contract as C  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def busi_dir() -> Path:
-    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "busi"
+    path = ROOT / ".." / "shared" / "data" / "busi"
     path = path / "Dataset_BUSI_with_GT"
     if not path.is_dir():
         pytest.skip(f"real BUSI data not available at {path}")
@@ -58,26 +61,104 @@ def read_examples():
 
 
 @pytest.fixture(scope="session")
-def demo_pipeline(tmp_path_factory):
-    """Runs the whole TFX pipeline once on tiny synthetic data (64 px, 1 epoch, random init).
+def installed(tmp_path_factory) -> tuple[Path, dict]:
+    """The checkout installed as users install it: a wheel (`pip install .`, not editable) in
+    a fresh folder; the environment to run it with, nothing of the checkout on the path."""
+    import subprocess
+    import sys
 
-    Returns (config, pushed model dir, records dir). Shared by the pipeline, export and
-    Grad-CAM tests because a run costs about a minute.
+    site = tmp_path_factory.mktemp("site")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+        + ["--target", str(site), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return site, env
+
+
+def run_python(env: dict, cwd, *args: str, timeout: int = 600) -> str:
+    """`python ARGS` in `cwd`; asserts it succeeds and returns its stdout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc.stdout
+
+
+def kill_when(env: dict, cwd, args: list[str], line: str, after_s: float) -> None:
+    """Runs `python ARGS` until it prints `line`, waits `after_s`, then SIGKILLs it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        seen = []
+        for got in proc.stdout:
+            seen.append(got)
+            if got.strip() == line:
+                time.sleep(after_s)
+                break
+        assert proc.poll() is None, ("finished before it could be killed", seen[-20:])
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+DEMO_RUN = ["-m", "local_runner", "--data", "records", "--output-root", "out"]
+DEMO_RUN += ["--image-size", "64", "--epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(installed, tmp_path_factory):
+    """The whole pipeline on tiny synthetic data (64 px, 1 epoch, random init), run as a user
+    runs it: from the installed package, in a folder away from the checkout. It is also the
+    crash test: SIGKILLed during Transform, then during the Trainer, then run to the end
+    (tests/test_installed_package.py checks what that left behind).
+
+    Returns (config, pushed model dir, records dir); the generated images are in
+    records/../raw. Shared by the pipeline, export, serving and Grad-CAM tests (a run costs
+    about two minutes).
     """
-    from lesionlens import synth
-    from lesionlens.ingest import job
-    from local_runner import metadata_connection, run_pipeline
+    from local_runner import metadata_connection
     from pipeline.config import profile
     from pipeline.results import latest_results
 
+    _, env = installed
     root = tmp_path_factory.mktemp("pipeline")
-    synth.generate(root / "raw", layout="busi", n=12, size=64, seed=3)
+    cli = ["-m", "lesionlens.cli"]
+    run_python(env, root, *cli, "synth", "raw", "--n", "12", "--size", "64", "--seed", "3")
+    run_python(env, root, *cli, "ingest", "raw", "records")
+    kill_when(env, root, DEMO_RUN, "[pipeline] Transform ...", after_s=1.0)
+    kill_when(env, root, DEMO_RUN, "[pipeline] Trainer ...", after_s=8.0)
+    out = run_python(env, root, *DEMO_RUN)
+    assert "pushed model:" in out, out[-2000:]
     records = root / "records"
-    job.run(job.IngestConfig(src=str(root / "raw"), out=str(records)))
     cfg = profile(
         "demo", data_root=str(records), output_root=str(root / "out"), image_size=64, epochs=1
     )
-    run_pipeline(cfg)
     res = latest_results(metadata_connection(cfg))
     assert res["pushed"], res
     return cfg, res["pushed_destination"], records
@@ -119,36 +200,3 @@ def start_dev_server(argv: list[str], env: dict, cwd) -> tuple[object, list[str]
         proc.wait()
         raise
     return proc, seen
-
-
-def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
-    """A valid PNG of width x height black pixels (1-bit grey) in a few dozen KB: what a
-    decompression bomb looks like (decoded as RGB: width x height x 3 bytes)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    z = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def bomb_jpeg(width: int = 20000, height: int = 20000) -> bytes:
-    """A small JPEG whose frame header (SOF0) claims width x height: a decoder that trusts it
-    allocates the whole frame before it finds the data missing."""
-    import io
-    import struct
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (90, 90, 90)).save(buf, format="JPEG")
-    data = bytearray(buf.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)

@@ -1,112 +1,25 @@
-"""A real, non-editable `pip install .` works away from the checkout: the schema and the module
-code ship as package data, and ingest -> pipeline -> serve-dev -> predict run from another
-directory with nothing of the repository on the path. The pipeline run is also the crash
-test: SIGKILLed during Transform, then during the Trainer, then run to the end.
-
-The install goes into a fresh target folder (`pip install --target`, a wheel built from the
-checkout); its dependencies come from the test's own environment, which is what a fresh
-virtualenv would install from requirements.lock.
-"""
+"""A real, non-editable `pip install .` works away from the checkout (the `demo_pipeline`
+fixture ingests and runs the pipeline from it), and what the fixture's two SIGKILLs left
+behind: killed executions unfinished and unused, the finished work reused from the cache,
+one complete model version and nothing partial where TF Serving looks."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
-from conftest import start_dev_server
+from conftest import run_python, start_dev_server
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
-ROOT = Path(__file__).resolve().parents[1]
+from local_runner import metadata_connection
 
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> tuple[Path, dict]:
-    site = tmp_path_factory.mktemp("site")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-        + ["--target", str(site), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(site),
-        "TF_USE_LEGACY_KERAS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    return site, env
+DONE = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
 
 
-def run(env: dict, cwd: Path, *args: str, timeout: int = 600) -> str:
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
-    return proc.stdout
-
-
-def kill_when(env: dict, cwd: Path, args: list[str], line: str, after_s: float) -> None:
-    """Runs a command until it prints `line`, waits `after_s`, then SIGKILLs it."""
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        seen = []
-        for got in proc.stdout:
-            seen.append(got)
-            if got.strip() == line:
-                time.sleep(after_s)
-                break
-        assert proc.poll() is None, ("finished before it could be killed", seen[-20:])
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-
-
-def assert_consistent_after_kills(sqlite_path: Path) -> None:
-    """Killed executions stay unfinished and nothing consumed their outputs; the last run
-    reused what had finished (cache) and ran the rest."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(sqlite_path)
-    store = metadata_store.MetadataStore(config)
-    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
-    states: dict[str, list[int]] = {}
-    for e in sorted(store.get_executions(), key=lambda e: e.id):
-        states.setdefault(types[e.type_id], []).append(e.last_known_state)
-    done = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
-    for name in ("Transform", "Trainer"):  # each killed once, then completed
-        assert states[name][0] not in done and states[name][-1] in done, (name, states[name])
-    cached = metadata_store_pb2.Execution.CACHED
-    assert states["Transform"][-1] == cached and states["StatisticsGen"][-1] == cached
-    assert states["Trainer"][-1] == metadata_store_pb2.Execution.COMPLETE
-    unfinished = {e.id for e in store.get_executions() if e.last_known_state not in done}
-    for event in store.get_events_by_execution_ids(list(unfinished)):
-        if event.type == metadata_store_pb2.Event.OUTPUT:
-            users = store.get_events_by_artifact_ids([event.artifact_id])
-            assert all(u.type != metadata_store_pb2.Event.INPUT for u in users), event
-
-
-def test_installed_copy_ingests_trains_serves_and_predicts(installed, tmp_path):
+def test_installed_copy_is_what_runs_and_ships_the_schema(installed, tmp_path):
     site, env = installed
-    work = tmp_path / "elsewhere"
-    work.mkdir()
-    where = run(
+    where = run_python(
         env,
-        work,
+        tmp_path,
         "-c",
         "import lesionlens, local_runner, modules, pipeline, schema, serving; "
         "print(schema.schema_path()); "
@@ -115,29 +28,45 @@ def test_installed_copy_ingests_trains_serves_and_predicts(installed, tmp_path):
     assert all(path.startswith(str(site)) for path in where), where
     assert Path(where[0]).is_file()  # schema.pbtxt shipped as package data
 
-    cli = ["-m", "lesionlens.cli"]
-    run(env, work, *cli, "synth", "raw", "--n", "8", "--size", "48", "--seed", "1")
-    run(env, work, *cli, "ingest", "raw", "records")
-    runner = ["-m", "local_runner", "--data", "records", "--epochs", "1", "--image-size", "32"]
-    runner += ["--output-root", "out"]
-    kill_when(env, work, runner, "[pipeline] Transform ...", after_s=1.0)
-    kill_when(env, work, runner, "[pipeline] Trainer ...", after_s=8.0)
-    model_base = work / "out" / "serving" / "lesionlens"
-    assert not model_base.exists() or not os.listdir(model_base)  # nothing pushed yet
-    out = run(env, work, *runner)
-    assert "pushed model:" in out, out[-2000:]
-    assert_consistent_after_kills(work / "out" / "tfx" / "metadata.sqlite")
-    [version] = os.listdir(model_base)  # one complete version, no partial or staging folder
-    assert version.isdigit() and (model_base / version / "saved_model.pb").is_file()
 
+def test_kills_during_transform_and_trainer_leave_mlmd_consistent(demo_pipeline):
+    cfg, pushed, _ = demo_pipeline
+    store = metadata_store.MetadataStore(metadata_connection(cfg))
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    states: dict[str, list[int]] = {}
+    for e in sorted(store.get_executions(), key=lambda e: e.id):
+        states.setdefault(types[e.type_id], []).append(e.last_known_state)
+    for name in ("Transform", "Trainer"):  # killed once each, finished on a later run
+        assert states[name][0] not in DONE and states[name][-1] in DONE, (name, states[name])
+    cached = metadata_store_pb2.Execution.CACHED
+    assert states["StatisticsGen"][-1] == cached and states["Transform"][-1] == cached
+    assert states["Trainer"][-1] == metadata_store_pb2.Execution.COMPLETE
+    unfinished = [e.id for e in store.get_executions() if e.last_known_state not in DONE]
+    assert len(unfinished) == 2
+    for event in store.get_events_by_execution_ids(unfinished):
+        if event.type == metadata_store_pb2.Event.OUTPUT:  # nothing consumed a killed output
+            users = store.get_events_by_artifact_ids([event.artifact_id])
+            assert all(u.type != metadata_store_pb2.Event.INPUT for u in users), event
+    base = Path(pushed).parent
+    assert os.listdir(base) == [Path(pushed).name]  # one complete version, nothing staged
+    assert (Path(pushed) / "saved_model.pb").is_file()
+
+
+def test_installed_copy_serves_and_predicts(installed, demo_pipeline, tmp_path):
+    _, env = installed
+    _, pushed, records = demo_pipeline
+    cli = ["-m", "lesionlens.cli"]
     server, seen = start_dev_server(
-        [*cli, "serve-dev", "--model-dir", str(model_base), "--port", "0", "--no-rest"], env, work
+        [*cli, "serve-dev", "--model-dir", str(Path(pushed).parent), "--port", "0", "--no-rest"],
+        env,
+        tmp_path,
     )
     try:
         target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
-        out = run(
+        folder = records.parent / "raw" / "malignant"
+        out = run_python(
             env,
-            work,
+            tmp_path,
             *cli,
             "predict",
             "--server",
@@ -147,11 +76,10 @@ def test_installed_copy_ingests_trains_serves_and_predicts(installed, tmp_path):
             "--sibling-masks",
             "--out",
             "predictions",
-            "raw/malignant",
+            str(folder),
         )
-        assert out.count("malignant (") == 8, out
-        overlays = sorted((work / "predictions").glob("*_gradcam.png"))
-        assert len(overlays) == 8
+        assert out.count("malignant (") == 12, out
+        assert len(list((tmp_path / "predictions").glob("*_gradcam.png"))) == 12
     finally:
         server.terminate()
         server.wait(timeout=60)
