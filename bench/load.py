@@ -18,8 +18,8 @@ level with 4).
 
 Usage (from the repository root, with a pushed model, e.g. after `make demo`):
 
-  .venv/bin/python -m bench.load [--model-dir DIR] [--levels 1,4,16] [--seconds 10]
-      [--max-in-flight 4] [--json OUT.json]
+  .venv/bin/python -m bench.load [--model-dir DIR] [--records GLOB] [--levels 1,4,16]
+      [--seconds 10] [--max-in-flight 4] [--max-batch-size 32] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ from serving.errors import ServingError  # noqa: E402
 RETRY_FOR_S = 30.0
 
 
-def good_pairs(model_dir: Path, n: int) -> list[tuple[bytes, bytes]]:
+def good_pairs(model_dir: Path, records: str | None, n: int) -> list[tuple[bytes, bytes]]:
     """(image, mask) of up to n test examples of the model's records (see serving_latency)."""
     import tensorflow as tf
 
-    examples, _ = load_examples(model_dir, None, n)
+    examples, _ = load_examples(model_dir, records, n)
     pairs = []
     for raw in examples:
         feats = tf.train.Example.FromString(raw).features.feature
@@ -191,6 +191,7 @@ def run_level(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", help="version dir or <serving_root>/<name> (default: found)")
+    p.add_argument("--records", help="glob of raw TFRecords for good requests (default: found)")
     p.add_argument("--levels", default="1,4,16", help="concurrent clients per level")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each level")
     p.add_argument("--max-in-flight", type=int, default=Limits.max_in_flight)
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None, report: Callable[[str], None] = prin
         report("bench.load: no pushed model found; run `make demo` or pass --model-dir")
         return 2
     limits = Limits(args.max_in_flight, args.max_batch_size)
-    good = good_pairs(model_dir, 16)
+    good = good_pairs(model_dir, args.records, 16)
     hostile = hostile_requests(good[0], limits.max_batch)
     proc, target = start_server(model_dir, limits)
     results = {"model_dir": str(model_dir), "limits": vars(args), "levels": []}
