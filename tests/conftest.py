@@ -1,4 +1,6 @@
-"""Shared fixtures: the real BUSI folder (skipped when absent) and a TFRecord reader."""
+"""Shared fixtures: the real BUSI folder (skipped when absent), a TFRecord reader, the checkout
+installed as a package, the pipeline run from that install (killed twice, then completed),
+and helpers to run and stop its commands."""
 
 import os
 
@@ -7,6 +9,12 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 import glob  # noqa: E402
+import queue  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -64,9 +72,6 @@ def read_examples():
 def installed(tmp_path_factory) -> tuple[Path, dict]:
     """The checkout installed as users install it: a wheel (`pip install .`, not editable) in
     a fresh folder; the environment to run it with, nothing of the checkout on the path."""
-    import subprocess
-    import sys
-
     site = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
@@ -85,11 +90,20 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
     return site, env
 
 
+def spawn_python(args: list[str], env: dict, cwd) -> subprocess.Popen:
+    """`python ARGS` in the background, its stdout readable line by line."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def run_python(env: dict, cwd, *args: str, timeout: int = 600) -> str:
     """`python ARGS` in `cwd`; asserts it succeeds and returns its stdout."""
-    import subprocess
-    import sys
-
     proc = subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -99,19 +113,7 @@ def run_python(env: dict, cwd, *args: str, timeout: int = 600) -> str:
 
 def kill_when(env: dict, cwd, args: list[str], line: str, after_s: float) -> None:
     """Runs `python ARGS` until it prints `line`, waits `after_s`, then SIGKILLs it."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = spawn_python(args, env, cwd)
     try:
         seen = []
         for got in proc.stdout:
@@ -174,20 +176,7 @@ def read_raw_examples(records, split: str = "test") -> list[bytes]:
 def start_dev_server(argv: list[str], env: dict, cwd) -> tuple[object, list[str]]:
     """Starts a dev server process; returns it with the lines it printed up to 'Press Ctrl-C'
     (TF import and model load may take minutes on a busy 2-core machine: one 300 s deadline)."""
-    import queue
-    import subprocess
-    import sys
-    import threading
-    import time
-
-    proc = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = spawn_python(argv, env, cwd)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []

@@ -1,6 +1,7 @@
 """Ingestion: splits, near-duplicate groups, bad inputs, the CLI and the real BUSI data."""
 
 import io
+import json
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -436,6 +437,17 @@ def test_cli_ingest_ok(tmp_path, pool, capsys):
     out = capsys.readouterr().out
     assert "wrote" in out and "normal" not in out.split("near-duplicate")[0]
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_cli_max_pixels_skips_larger_images(tmp_path, pool, capsys):
+    """The pool's images are 32 x 26 = 832 px: a budget of 800 skips every one of them."""
+    rc = main(["ingest", str(pool), str(tmp_path / "out"), "--max-pixels", "800"])
+    assert rc == 2  # nothing valid remains
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["skipped"] and all(
+        "above the pixel budget of 800" in s["reason"] for s in manifest["skipped"]
+    )
+    assert "no valid images remain" in capsys.readouterr().err
 
 
 def test_cli_missing_source_with_layout(tmp_path, capsys):

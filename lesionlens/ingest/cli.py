@@ -81,6 +81,7 @@ def _run(args, extra: list[str]) -> int:
         max_distance=args.max_distance,
         drop_conflicts=args.drop_conflicts,
         dataset=args.dataset,
+        max_pixels=args.max_pixels,
     )
     try:
         manifest = job.run(cfg, extra)
