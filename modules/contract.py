@@ -44,9 +44,9 @@ TRANSFORMED_FEATURES: dict[str, str] = {
 }
 
 # Largest image (width x height) any stage decodes: ingestion, Transform and every serving
-# signature check it from the file header first. Ultrasound and MRI images are ~1 Mpx (BUSI:
-# at most 0.6); 16 Mpx leaves room for high-resolution scanners and bounds one decoded image
-# to 48 MB (uint8) / 192 MB (float32).
+# signature check it from the file header first. Ultrasound and MRI images are well under
+# 1 Mpx (the BUSI working copy: at most 448 x 447); 16 Mpx leaves room for high-resolution
+# scanners and bounds one decoded image to 48 MB (uint8) / 192 MB (float32).
 DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
 
 # --------------------------------------------------------------------------- splits, files
