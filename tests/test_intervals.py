@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from modules import contract as C
 from modules.intervals.bootstrap import (
     point_estimates,
     rate_metrics,
@@ -30,6 +31,7 @@ def test_rate_metrics_match_scikit_learn():
     assert got["specificity"] == pytest.approx(skm.recall_score(1 - labels, ~pred))
     assert got["f1_score"] == pytest.approx(skm.f1_score(labels, pred))
     assert got["auc"] == pytest.approx(skm.roc_auc_score(labels, scores))
+    assert set(got) == set(C.RATE_METRICS)  # the contract's metrics, no more, no fewer
     tied = rate_metrics(np.array([[0, 1, 0, 1]]), np.array([[0.5, 0.5, 0.2, 0.9]]))
     assert tied["auc"][0] == pytest.approx(skm.roc_auc_score([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]))
 

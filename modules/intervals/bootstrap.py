@@ -3,8 +3,8 @@
 Why not TFMA's: its jackknife and Poisson bootstrap draw buckets from an unseeded random
 state the TFX Evaluator cannot seed, so one model on one test split printed bounds that moved
 by several points between runs, and on a small split a bucket without a negative example
-made the specificity interval NaN. Here every resample is a pure function of (seed, slice
-name, the examples in image-id order), and each class is resampled within itself, so a
+made the specificity interval NaN. Here every resample is a pure function of the seed and
+the slice's examples in image-id order, and each class is resampled within itself, so a
 slice that holds both classes keeps both in every draw and AUC, sensitivity and specificity
 are defined in all of them (the class mix is fixed by the split, as in a case-control study).
 """
