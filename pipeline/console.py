@@ -26,6 +26,18 @@ class ConsoleFormatter(logging.Formatter):
         return f"[{source}] {level}{record.getMessage()}"
 
 
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a record arrives (a caller may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class _ProgressOnly(logging.Filter):
     """Turns TFX's 'Component X is running/finished.' into one progress line each."""
 
@@ -51,7 +63,7 @@ class _ProgressOnly(logging.Filter):
 
 def log_to_console() -> None:
     """This project's loggers at INFO on stdout, one ``[source] message`` line each."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _Stdout()
     handler.setFormatter(ConsoleFormatter())
     for name in PACKAGES:
         logger = logging.getLogger(name)
