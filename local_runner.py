@@ -138,17 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    from pipeline.results import format_metrics, latest_results
+    from pipeline.results import format_decision, format_metrics, latest_results
 
     t0 = time.time()
     run_pipeline(cfg)
     res = latest_results(metadata_connection(cfg))
     log.info("pipeline finished in %.0f s (profile %s)", time.time() - t0, args.profile)
     log.info(
-        "test-split metrics (95%% CI: seeded bootstrap, %d resamples):\n%s",
+        "test-split metrics at the operating threshold (95%% CI: seeded bootstrap, %d "
+        "resamples):\n%s",
         cfg.interval_resamples,
         format_metrics(res["metrics"], res["intervals"]),
     )
+    if res.get("calibration"):
+        log.info("%s", format_decision(res))
     if res["pushed"]:
         log.info("pushed model: %s", res["pushed_destination"])
     else:

@@ -96,7 +96,11 @@ PROBABILITIES = "probabilities"  # float32 [B, C]
 CLASS_ID = "class_id"  # int64 [B]
 POSITIVE_PROBABILITY = "positive_probability"  # float32 [B]: P(label POSITIVE_LABEL)
 GRADCAM = "gradcam"  # float32 [B, h, w] in [0, 1]
-CLASS_OUTPUTS = (PROBABILITIES, CLASS_ID, POSITIVE_PROBABILITY)
+THRESHOLD = "threshold"  # float32 [B]: the operating threshold chosen on the eval split
+# float32 [B]: P(positive) mapped monotonically so that the threshold sits at 0.5 (what the
+# Evaluator and the intervals threshold at 0.5, so their metrics are the served decision's)
+DECISION_SCORE = "decision_score"
+CLASS_OUTPUTS = (PROBABILITIES, CLASS_ID, POSITIVE_PROBABILITY, THRESHOLD, DECISION_SCORE)
 PREDICT_OUTPUTS = (*CLASS_OUTPUTS, GRADCAM)
 
 # Written beside the SavedModel: classes, image size, training summary.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import tensorflow as tf
 import tf_keras as keras
@@ -58,10 +59,22 @@ class GradCam:
         self.logits = model.get_layer(LOGITS_LAYER)
 
 
-def predict_with_gradcam(cam: GradCam, images: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Probabilities, predicted class and Grad-CAM of the predicted class, per example.
+@dataclass(frozen=True)
+class Decision:
+    """How logits become the served answer: calibrated probabilities softmax(logits / T) and,
+    with two classes, `class_id` = P(positive) >= threshold (argmax otherwise)."""
 
-    Grad-CAM (Selvaraju et al.): gradient of the predicted class's score (pre-softmax logit)
+    temperature: float
+    threshold: float
+
+
+UNCALIBRATED = Decision(temperature=1.0, threshold=0.5)
+
+
+def predict_with_gradcam(cam: GradCam, images: tf.Tensor, decision: Decision) -> dict:
+    """Probabilities, decided class and Grad-CAM of the decided class, per example.
+
+    Grad-CAM (Selvaraju et al.): gradient of the decided class's score (pre-softmax logit)
     w.r.t. the last conv feature map; channel weights = spatial mean of the gradients; ReLU of
     the weighted channel sum; divided by its per-image max (all-zero maps stay zero). Examples
     are independent at inference, so one gradient of the summed scores is per-example exact.
@@ -70,23 +83,41 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor) -> dict[str, tf.Tensor
     with tf.GradientTape() as tape:
         tape.watch(fmap)
         logits = cam.logits(cam.pool(fmap))
-        class_id = tf.argmax(logits, axis=-1)
-        score = tf.gather(logits, class_id, batch_dims=1)
+        outputs = _class_outputs(logits, decision)
+        score = tf.gather(logits, outputs[C.CLASS_ID], batch_dims=1)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=[1, 2])
     heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
     heat = heat / (tf.reduce_max(heat, axis=[1, 2], keepdims=True) + EPSILON)
-    return {**_class_outputs(tf.nn.softmax(logits, axis=-1)), C.GRADCAM: heat}
+    return {**outputs, C.GRADCAM: heat}
 
 
-def predict_only(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
-    return _class_outputs(model(images, training=False))
+def predict_only(cam: GradCam, images: tf.Tensor, decision: Decision) -> dict:
+    logits = cam.logits(cam.pool(cam.backbone(images, training=False)))
+    return _class_outputs(logits, decision)
 
 
-def _class_outputs(probs: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Outputs every predict signature shares; positive = label 1 (malignant / sick)."""
+def _class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor]:
+    """Outputs every predict signature shares; positive = label 1 (malignant / sick).
+
+    `decision_score` maps P(positive) piecewise linearly so that the threshold lands on 0.5
+    (monotone: same ranking, same AUC): the Evaluator's and the intervals' metrics, which
+    count a score above 0.5 as positive, are those of the served decision.
+    """
+    probs = tf.nn.softmax(logits / decision.temperature, axis=-1)
+    positive = probs[:, C.POSITIVE_LABEL]
+    t = decision.threshold
+    if probs.shape[-1] == 2:
+        class_id = tf.cast(positive >= t, tf.int64)
+    else:
+        class_id = tf.argmax(probs, axis=-1)
+    # [0, t) -> [0, 0.5) and [t, 1] -> (0.5, 1]: strictly above 0.5 exactly when called positive
+    below = 0.5 * positive / max(t, 1e-6)
+    above = 0.5 + 1e-6 + (0.5 - 1e-6) * (positive - t) / max(1.0 - t, 1e-6)
     return {
         C.PROBABILITIES: probs,
-        C.CLASS_ID: tf.argmax(probs, axis=-1),
-        C.POSITIVE_PROBABILITY: probs[:, C.POSITIVE_LABEL],
+        C.CLASS_ID: class_id,
+        C.POSITIVE_PROBABILITY: positive,
+        C.THRESHOLD: tf.fill(tf.shape(positive), tf.constant(t, tf.float32)),
+        C.DECISION_SCORE: tf.where(positive >= t, above, below),
     }

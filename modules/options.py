@@ -19,6 +19,14 @@ class SmoteMethod(str, enum.Enum):
     NONE = "none"  # no resampling
 
 
+class OperatingPoint(str, enum.Enum):
+    """How the exported decision threshold is chosen on the eval split."""
+
+    SENSITIVITY = "sensitivity"  # highest threshold with eval sensitivity >= target
+    SPECIFICITY = "specificity"  # lowest threshold with eval specificity >= target
+    YOUDEN = "youden"  # threshold maximising sensitivity + specificity - 1 on eval
+
+
 def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
     """`cls(**custom_config)`, with an error that lists missing and unknown keys."""
     given = dict(custom_config or {})
@@ -51,4 +59,7 @@ class TrainerOptions:
     classes: list[str]
     weights: str
     seed: int
+    calibrate: bool  # temperature scaling fitted on the eval split
+    operating_point: str  # an OperatingPoint value
+    operating_target: float  # the sensitivity or specificity it must reach on eval
     code: str

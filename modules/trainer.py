@@ -10,14 +10,16 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
+from modules import calibration
 from modules import contract as C
 from modules import model as M
-from modules.options import TrainerOptions, from_custom_config
+from modules.options import OperatingPoint, TrainerOptions, from_custom_config
 from modules.transform import decode_images, prepare_images
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -62,8 +64,50 @@ class _Progress(keras.callbacks.Callback):
         log.info("epoch %d/%d %s (%.0f s)", epoch + 1, self.epochs, stats, time.time() - self.t0)
 
 
+def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOptions):
+    """Temperature and operating threshold fitted on the eval split; with a report of both."""
+    logits_model = keras.Model(model.inputs, model.get_layer(M.LOGITS_LAYER).output)
+    logits, labels = [], []
+    for images, batch_labels in eval_ds:
+        logits.append(logits_model(images, training=False).numpy())
+        labels.append(batch_labels.numpy())
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    temperature = calibration.fit_temperature(logits, labels) if opts.calibrate else 1.0
+    positive = calibration.calibrated_positive(logits, temperature, C.POSITIVE_LABEL)
+    is_positive = (labels == C.POSITIVE_LABEL).astype(int)
+    threshold = calibration.choose_threshold(
+        is_positive, positive, OperatingPoint(opts.operating_point), opts.operating_target
+    )
+    raw = calibration.calibrated_positive(logits, 1.0, C.POSITIVE_LABEL)
+    called = positive >= threshold
+    report = {
+        "temperature": temperature,
+        "threshold": threshold,
+        "eval_sensitivity": float(called[is_positive == 1].mean()),
+        "eval_specificity": float((~called)[is_positive == 0].mean()),
+        "eval_ece_before": calibration.expected_calibration_error(is_positive, raw)["ece"],
+        "eval_ece_after": calibration.expected_calibration_error(is_positive, positive)["ece"],
+    }
+    log.info(
+        "eval split: temperature %.3f, threshold %.4f (%s >= %.2f): sensitivity %.3f, "
+        "specificity %.3f; ECE %.3f -> %.3f",
+        temperature,
+        threshold,
+        opts.operating_point,
+        opts.operating_target,
+        report["eval_sensitivity"],
+        report["eval_specificity"],
+        report["eval_ece_before"],
+        report["eval_ece_after"],
+    )
+    return M.Decision(temperature=temperature, threshold=threshold), report
+
+
 def _serving_signatures(
-    model: keras.Model, tf_transform_output: tft.TFTransformOutput, opts: TrainerOptions
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    opts: TrainerOptions,
+    decision: M.Decision,
 ) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
     (or the same `prepare_images` for raw bytes) -> model -> Grad-CAM."""
@@ -85,13 +129,13 @@ def _serving_signatures(
         autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
     )
     def serve_examples(serialized):
-        return M.predict_with_gradcam(cam, transformed_images(serialized))
+        return M.predict_with_gradcam(cam, transformed_images(serialized), decision)
 
     @tf.function(
         autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
     )
     def serve_predict_only(serialized):
-        return M.predict_only(model, transformed_images(serialized))
+        return M.predict_only(cam, transformed_images(serialized), decision)
 
     @tf.function(
         autograph=False,
@@ -104,7 +148,7 @@ def _serving_signatures(
         images, _ = prepare_images(
             image_bytes, mask_bytes, opts.image_size, opts.roi, opts.max_pixels
         )
-        return M.predict_with_gradcam(cam, tf.cast(images, tf.float32))
+        return M.predict_with_gradcam(cam, tf.cast(images, tf.float32), decision)
 
     raw_spec = tf_transform_output.raw_feature_spec()
 
@@ -151,8 +195,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     train_seconds = time.time() - t0
 
+    decision, decision_report = fit_decision(model, eval_ds, opts)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    signatures = _serving_signatures(model, tf_transform_output, opts)
+    signatures = _serving_signatures(model, tf_transform_output, opts, decision)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info))
@@ -161,6 +206,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             {
                 **{k: v for k, v in dataclasses.asdict(opts).items() if k != "code"},
                 "train_seconds": round(train_seconds, 1),
+                "decision": decision_report,
                 "history": {k: [float(x) for x in v] for k, v in history.history.items()},
             },
             f,

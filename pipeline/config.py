@@ -10,7 +10,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 from modules import contract as C
-from modules.options import SmoteMethod
+from modules.options import OperatingPoint, SmoteMethod
 
 
 def modules_fingerprint() -> str:
@@ -56,6 +56,12 @@ class PipelineConfig:
     batch_size: int = 32
     weights: str = "imagenet"  # "imagenet" | "none" | path to efficientnetv2-b0_notop.h5
     seed: int = 42
+    # After training, on the eval split: temperature scaling of the logits (calibrated
+    # probabilities) and the decision threshold for the operating point, both exported in
+    # the model; `class_id`, the Evaluator's metrics and the intervals use that threshold.
+    calibrate: bool = True
+    operating_point: OperatingPoint = OperatingPoint.SENSITIVITY  # | SPECIFICITY | YOUDEN
+    operating_target: float = 0.95  # the eval sensitivity (or specificity) to reach
     # TFMA: lower bounds on the test split, overall and for every slice of the named features.
     thresholds: dict[str, float] = field(
         default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5}
@@ -79,6 +85,9 @@ class PipelineConfig:
         self.data_root = _absolute(self.data_root)
         self.output_root = _absolute(self.output_root)
         self.smote = SmoteMethod(self.smote)  # a wrong name fails here, not mid-run
+        self.operating_point = OperatingPoint(self.operating_point)
+        if not 0.0 < self.operating_target <= 1.0:
+            raise ValueError(f"operating_target must be in (0, 1], got {self.operating_target}")
 
     @property
     def pipeline_root(self) -> str:

@@ -51,7 +51,7 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
                 signature_name=C.SERVING_DEFAULT,
                 preprocessing_function_names=[C.TRANSFORM_FEATURES],
                 label_key=C.LABEL,
-                prediction_key=C.POSITIVE_PROBABILITY,
+                prediction_key=C.DECISION_SCORE,  # > 0.5 <=> the served positive call
             )
         ],
         slicing_specs=[config_pb2.SlicingSpec()]

@@ -83,6 +83,9 @@ def create_pipeline(
                 classes=list(cfg.classes),
                 weights=cfg.weights,
                 seed=cfg.seed,
+                calibrate=cfg.calibrate,
+                operating_point=cfg.operating_point.value,
+                operating_target=cfg.operating_target,
                 code=code,
             )
         ),

@@ -21,8 +21,10 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
 
 def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConfig) -> dict:
     """Keys: pushed, pushed_destination (or None), blessed, metrics ({slice: {metric: value}},
-    TFMA's), intervals ({slice: {metric: (lower, upper)}}, from BootstrapIntervals for the
-    model the Evaluator judged, when the config computes them)."""
+    TFMA's, at the exported operating threshold), intervals ({slice: {metric: (lower,
+    upper)}}, from BootstrapIntervals for the model the Evaluator judged, when the config
+    computes them) and, with them, at_probability_0_5 (overall metrics and intervals at
+    P > 0.5) and calibration (temperature, test ECE without / with it)."""
     store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
@@ -46,24 +48,38 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
     evaluation = _latest(store, "ModelEvaluation")
     if evaluation is not None and os.path.exists(evaluation.uri):
         out["metrics"] = dict(_slices(evaluation.uri))
-    out["intervals"] = _intervals(store, model_uri)
+    report = _intervals_report(store, model_uri)
+    out["intervals"] = _bounds(report.get("slices", {}))
+    if report:
+        half = report["at_probability_0_5"].get("overall", {})
+        out["at_probability_0_5"] = {
+            "metrics": half.get("metrics", {}),
+            "intervals": _bounds({"overall": half}).get("overall", {}) if half else {},
+        }
+        calibration = report["calibration"]
+        out["calibration"] = {
+            "temperature": calibration["temperature"],
+            "test_ece_uncalibrated": calibration["uncalibrated"]["ece"],
+            "test_ece_calibrated": calibration["calibrated"]["ece"],
+        }
     return out
 
 
-def _intervals(store: metadata_store.MetadataStore, model_uri: str | None) -> dict:
-    """Bootstrap intervals of the evaluated model (a rerun on a cached model reuses them)."""
-    for art in sorted(store.get_artifacts_by_type(MetricIntervals.TYPE_NAME), key=lambda a: -a.id):
-        props = art.custom_properties
-        if model_uri and props["model_uri"].string_value != model_uri:
+def _bounds(slices: dict) -> dict:
+    return {name: {m: tuple(b) for m, b in s["intervals"].items()} for name, s in slices.items()}
+
+
+def _intervals_report(store: metadata_store.MetadataStore, model_uri: str | None) -> dict:
+    """BootstrapIntervals' report for the evaluated model (a rerun on a cached model reuses
+    it): intervals per slice at the operating threshold and at 0.5, test calibration."""
+    arts = sorted(store.get_artifacts_by_type(MetricIntervals.TYPE_NAME), key=lambda a: -a.id)
+    for art in arts:
+        if model_uri and art.custom_properties["model_uri"].string_value != model_uri:
             continue
         path = os.path.join(art.uri, INTERVALS_FILE)
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            slices = json.load(f)["slices"]
-        return {
-            name: {m: tuple(b) for m, b in s["intervals"].items()} for name, s in slices.items()
-        }
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
     return {}
 
 
@@ -106,4 +122,33 @@ def format_metrics(
         if ci:
             cells = ["" if c == "example_count" else _interval(ci.get(c)) for c in cols]
             lines.append(f"{'  95% CI':<28}" + "".join(f"{x:>12}" for x in cells))
+    return "\n".join(lines)
+
+
+def format_decision(res: dict) -> str:
+    """Two lines: the operating point against P > 0.5 on test, and calibration."""
+    lines = []
+    at = res.get("at_probability_0_5")
+    if at and "overall" in res["metrics"]:
+        op, ci = res["metrics"]["overall"], res["intervals"].get("overall", {})
+
+        def cell(metrics: dict, bounds: dict, name: str) -> str:
+            return f"{metrics.get(name, float('nan')):.3f} [{_interval(bounds.get(name))}]"
+
+        lines.append(
+            "operating threshold: sensitivity "
+            + cell(op, ci, "recall")
+            + ", specificity "
+            + cell(op, ci, "specificity")
+            + "; at P > 0.5: sensitivity "
+            + cell(at["metrics"], at["intervals"], "recall")
+            + ", specificity "
+            + cell(at["metrics"], at["intervals"], "specificity")
+        )
+    cal = res.get("calibration")
+    if cal:
+        lines.append(
+            f"calibration: temperature {cal['temperature']:.3f}, test ECE "
+            f"{cal['test_ece_uncalibrated']:.3f} -> {cal['test_ece_calibrated']:.3f}"
+        )
     return "\n".join(lines)

@@ -299,6 +299,9 @@ def run_predict(args: argparse.Namespace) -> int:
                         "classes": list(args.classes),
                         "probabilities": probabilities,
                     }
+                    for name in (C.POSITIVE_PROBABILITY, C.THRESHOLD):
+                        if name in result:  # models exported with an operating threshold
+                            record[name] = float(np.asarray(result[name]))
                     if C.GRADCAM in result:
                         record[C.GRADCAM] = np.asarray(result[C.GRADCAM]).tolist()
                     stem = _unique_stem(item.path.stem, used_stems)

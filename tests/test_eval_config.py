@@ -35,7 +35,7 @@ def test_overall_and_per_slice_thresholds():
     config = build_eval_config(cfg)
     slices = [tuple(s.feature_keys) for s in config.slicing_specs]
     assert slices == [(), ("modality",), ("dataset",), ("label",), ("has_mask",)]
-    assert config.model_specs[0].prediction_key == "positive_probability"
+    assert config.model_specs[0].prediction_key == "decision_score"
 
 
 def test_unknown_metric_is_rejected():

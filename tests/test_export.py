@@ -19,6 +19,8 @@ CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}; h = w 
             "probabilities": ("DT_FLOAT", "(-1, 2)"),
             "class_id": ("DT_INT64", "(-1)"),
             "positive_probability": ("DT_FLOAT", "(-1)"),
+            "threshold": ("DT_FLOAT", "(-1)"),
+            "decision_score": ("DT_FLOAT", "(-1)"),
             "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
         },
     ),
@@ -28,6 +30,8 @@ CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}; h = w 
             "probabilities": ("DT_FLOAT", "(-1, 2)"),
             "class_id": ("DT_INT64", "(-1)"),
             "positive_probability": ("DT_FLOAT", "(-1)"),
+            "threshold": ("DT_FLOAT", "(-1)"),
+            "decision_score": ("DT_FLOAT", "(-1)"),
             "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
         },
     ),
@@ -37,6 +41,8 @@ CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}; h = w 
             "probabilities": ("DT_FLOAT", "(-1, 2)"),
             "class_id": ("DT_INT64", "(-1)"),
             "positive_probability": ("DT_FLOAT", "(-1)"),
+            "threshold": ("DT_FLOAT", "(-1)"),
+            "decision_score": ("DT_FLOAT", "(-1)"),
         },
     ),
 }
@@ -85,7 +91,14 @@ def test_loads_in_fresh_process_with_tensorflow_alone(demo_pipeline):
     probs = np.array(sd["probabilities"])
     assert probs.shape == (len(recs), 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert sd["class_id"] == probs.argmax(axis=1).tolist()
+    info = json.loads(open(os.path.join(model_dir, "assets.extra", "lesionlens.json")).read())
+    threshold = info["decision"]["threshold"]
+    np.testing.assert_allclose(sd["threshold"], threshold, rtol=1e-6)  # one per example
+    positive = probs[:, 1]
+    assert sd["class_id"] == (positive >= np.float32(threshold)).astype(int).tolist()
+    decision = np.array(sd["decision_score"])  # above 0.5 exactly for the positive calls
+    assert ((decision > 0.5) == (positive >= np.float32(threshold))).all()
+    assert (np.argsort(decision) == np.argsort(positive)).all()  # same ranking as P
     cam = np.array(sd["gradcam"])
     assert cam.shape == (len(recs), 2, 2) and cam.min() >= 0 and cam.max() <= 1
     np.testing.assert_allclose(out["predict_only"]["probabilities"], probs, atol=1e-6)
@@ -126,9 +139,12 @@ def test_saved_model_cli_matches_documented_contract(demo_pipeline):
     )
 
 
-def independent_gradcam(keras_model, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Textbook Grad-CAM with an eager GradientTape, one image at a time; also the gap between
-    the two largest logits (a near tie may pick another class in the batched graph)."""
+def independent_gradcam(
+    keras_model, images: tf.Tensor, temperature: float, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Textbook Grad-CAM of the decided class (P(1) = softmax(z / T)[1] >= threshold), with an
+    eager GradientTape, one image at a time; also each image's distance from the threshold
+    (a near tie may be decided the other way in the batched graph)."""
     conv = keras_model.get_layer("top_activation").output
     logits = keras_model.get_layer("logits").output
     import tf_keras
@@ -138,10 +154,10 @@ def independent_gradcam(keras_model, images: tf.Tensor) -> tuple[np.ndarray, np.
     for img in images:
         with tf.GradientTape() as tape:
             fmap, z = probe(img[None], training=False)
-            c = int(tf.argmax(z[0]))
+            p1 = float(tf.nn.softmax(z[0] / temperature)[1])
+            c = int(p1 >= threshold)
             score = z[0, c]
-        top2 = np.sort(z[0].numpy())[-2:]
-        gaps.append(top2[1] - top2[0])
+        gaps.append(abs(p1 - threshold))
         g = tape.gradient(score, fmap)[0].numpy()
         a = fmap[0].numpy()
         cam = np.maximum((a * g.mean(axis=(0, 1))).sum(axis=-1), 0)
@@ -160,17 +176,21 @@ def loaded_models(demo_pipeline):
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_gradcam_output_equals_independent_computation(demo_pipeline, loaded_models, batch):
-    _, _, records = demo_pipeline
+    _, model_dir, records = demo_pipeline
     recs = read_raw_examples(records, "train")[:batch]
     loaded, keras_model = loaded_models
+    info = json.loads(open(os.path.join(model_dir, "assets.extra", "lesionlens.json")).read())
+    decision = info["decision"]
     served = loaded.signatures["serving_default"](examples=tf.constant(recs))
     transformed = loaded.signatures["transform_features"](examples=tf.constant(recs))
     images = tf.cast(
         tf.stack([tf.io.parse_tensor(s, tf.uint8) for s in transformed["image"]]), tf.float32
     )
-    expected, gaps = independent_gradcam(keras_model, images)
+    expected, gaps = independent_gradcam(
+        keras_model, images, decision["temperature"], decision["threshold"]
+    )
     got = served["gradcam"].numpy()
     assert got.shape == expected.shape == (batch, 2, 2)
-    clear = gaps > 1e-4  # the same class is explained on both paths
+    clear = gaps > 1e-5  # the same class is explained on both paths
     assert clear.any(), gaps
     assert np.abs(got[clear] - expected[clear]).max() <= 1e-4

@@ -33,7 +33,7 @@ def test_heatmap_peak_falls_in_the_evidence_region():
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
 
     xt, yt, _ = make_images(32, rng)
-    out = M.predict_with_gradcam(M.GradCam(model), tf.constant(xt))
+    out = M.predict_with_gradcam(M.GradCam(model), tf.constant(xt), M.UNCALIBRATED)
     pred = out["class_id"].numpy()
     assert (pred == yt).mean() >= 0.8
     cams = out["gradcam"].numpy()

@@ -74,6 +74,13 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline, first_resu
     for name in ("binary_accuracy", "auc", "recall", "specificity"):
         lower, upper = res["intervals"]["overall"][name]
         assert lower <= metrics["overall"][name] <= upper, (name, lower, upper)
+    # the decision: fitted on eval for the configured goal, reported beside P > 0.5 on test
+    with open(os.path.join(pushed, "assets.extra", "lesionlens.json")) as f:
+        decision = json.load(f)["decision"]
+    assert decision["eval_sensitivity"] >= cfg.operating_target
+    assert decision["temperature"] > 0 and 0.0 <= decision["threshold"] <= 1.0
+    assert res["calibration"]["temperature"] == decision["temperature"]
+    assert set(res["at_probability_0_5"]["intervals"]) >= {"recall", "specificity"}
     table = format_metrics(metrics, res["intervals"]).splitlines()
     overall = table.index(next(line for line in table if line.startswith("overall")))
     assert table[overall].split()[1] == "4"  # example count
@@ -120,10 +127,10 @@ def test_intervals_recomputed_independently_are_identical(demo_pipeline, first_r
     assert stored["seed"] == cfg.seed and stored["resamples"] == cfg.interval_resamples
     files = sorted(glob.glob(os.path.join(str(records), "test", "*.tfrecord.gz")))
     raw = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-    labels, scores, values = score_split(pushed, raw[::-1], list(cfg.slice_features))
+    labels, decision, _, values = score_split(pushed, raw[::-1], list(cfg.slice_features))
     again = slice_intervals(
         labels,
-        scores,
+        decision,
         values,
         list(cfg.slice_features),
         cfg.interval_resamples,

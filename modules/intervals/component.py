@@ -1,5 +1,7 @@
 """BootstrapIntervals: scores the test split with the trained model once and writes the 95 %
-intervals of every metric per slice (`intervals.json`), reproducible for fixed inputs.
+intervals of every metric per slice at the exported operating threshold and at 0.5, and the
+test split's calibration before / after temperature scaling (`intervals.json`),
+reproducible for fixed inputs.
 
 Why a component of its own: TFMA's Evaluator cannot seed its resampling (see bootstrap.py);
 it keeps computing the point estimates the thresholds gate on, and this component adds the
@@ -21,6 +23,7 @@ from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
 from modules import contract as C
+from modules.calibration import expected_calibration_error
 from modules.intervals.bootstrap import slice_intervals
 
 log = logging.getLogger(__name__)
@@ -50,21 +53,40 @@ def _text(value) -> str:
 
 
 def score_split(model_dir: str, records: list[bytes], slice_features: list[str]):
-    """(labels [n], P(positive) [n], {feature: [n] slice values}) in image-id order."""
+    """Labels, `decision_score`, `positive_probability` (each [n]) and {feature: [n] slice
+    values}, in image-id order."""
     records = sorted(records, key=_image_id)  # independent of the order files were read in
     loaded = tf.saved_model.load(model_dir)
     predict = loaded.signatures[C.PREDICT_ONLY]
     transform = loaded.signatures[C.TRANSFORM_FEATURES]
-    labels, scores = [], []
+    columns: dict[str, list] = {C.LABEL: [], C.DECISION_SCORE: [], C.POSITIVE_PROBABILITY: []}
     features: dict[str, list[str]] = {f: [] for f in slice_features}
     for start in range(0, len(records), BATCH):
         batch = tf.constant(records[start : start + BATCH])
-        scores.append(predict(**{C.EXAMPLES: batch})[C.POSITIVE_PROBABILITY].numpy())
+        outputs = predict(**{C.EXAMPLES: batch})
+        for name in (C.DECISION_SCORE, C.POSITIVE_PROBABILITY):
+            columns[name].append(outputs[name].numpy())
         transformed = transform(**{C.EXAMPLES: batch})
-        labels.append(transformed[C.LABEL].numpy().reshape(-1))
+        columns[C.LABEL].append(transformed[C.LABEL].numpy().reshape(-1))
         for f in slice_features:
             features[f].extend(_text(v) for v in transformed[f].numpy().reshape(-1))
-    return np.concatenate(labels), np.concatenate(scores), features
+    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+    return arrays[C.LABEL], arrays[C.DECISION_SCORE], arrays[C.POSITIVE_PROBABILITY], features
+
+
+def split_calibration(model_dir: str, labels: np.ndarray, probability: np.ndarray) -> dict:
+    """ECE and reliability table on this split, with the exported temperature and without it
+    (binary: P_raw = sigmoid(T x logit(P)))."""
+    with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
+        temperature = json.load(f)["decision"]["temperature"]
+    p = np.clip(probability.astype(np.float64), 1e-7, 1 - 1e-7)
+    raw = 1.0 / (1.0 + np.exp(-temperature * np.log(p / (1 - p))))
+    positive = (labels == C.POSITIVE_LABEL).astype(int)
+    return {
+        "temperature": temperature,
+        "calibrated": expected_calibration_error(positive, probability),
+        "uncalibrated": expected_calibration_error(positive, raw),
+    }
 
 
 @tfx.dsl.components.component
@@ -83,7 +105,8 @@ def BootstrapIntervals(
     del code_version
     features = json.loads(slice_features)
     model_dir = path_utils.serving_model_path(model.uri)
-    labels, scores, values = score_split(model_dir, _read_examples(examples, split), features)
+    records = _read_examples(examples, split)
+    labels, decision, probability, values = score_split(model_dir, records, features)
     result = {
         "method": "percentile bootstrap, resampled within each class",
         "split": split,
@@ -91,7 +114,13 @@ def BootstrapIntervals(
         "level": level,
         "seed": seed,
         "model_uri": model.uri,
-        "slices": slice_intervals(labels, scores, values, features, resamples, seed, level),
+        # at the exported operating threshold (what the server decides)
+        "slices": slice_intervals(labels, decision, values, features, resamples, seed, level),
+        # at P(positive) > 0.5, for comparison
+        "at_probability_0_5": slice_intervals(
+            labels, probability, values, features, resamples, seed, level
+        ),
+        "calibration": split_calibration(model_dir, labels, probability),
     }
     with tf.io.gfile.GFile(os.path.join(intervals.uri, INTERVALS_FILE), "w") as f:
         json.dump(result, f, indent=2)
