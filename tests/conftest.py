@@ -10,6 +10,7 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 import glob  # noqa: E402
 import queue  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -73,6 +74,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
     """The checkout installed as users install it: a wheel (`pip install .`, not editable) in
     a fresh folder; the environment to run it with, nothing of the checkout on the path."""
     site = tmp_path_factory.mktemp("site")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' leftovers of older trees
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
         + ["--target", str(site), str(ROOT)],
