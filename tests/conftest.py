@@ -156,7 +156,7 @@ def demo_pipeline(installed, tmp_path_factory):
     run_python(env, root, *cli, "synth", "raw", "--n", "12", "--size", "64", "--seed", "3")
     run_python(env, root, *cli, "ingest", "raw", "records")
     kill_when(env, root, DEMO_RUN, "[pipeline] Transform ...", after_s=1.0)
-    kill_when(env, root, DEMO_RUN, "[pipeline] Trainer ...", after_s=8.0)
+    kill_when(env, root, DEMO_RUN, "[pipeline] Trainer ...", after_s=2.0)
     out = run_python(env, root, *DEMO_RUN)
     assert "pushed model:" in out, out[-2000:]
     records = root / "records"

@@ -334,7 +334,7 @@ class _RestHandler(BaseHTTPRequestHandler):
             self._reply(400, json.dumps({"error": "invalid Content-Length"}).encode("utf-8"))
             return
         if length > self.api.limits.max_request_bytes:
-            self.close_connection = True  # the body is not read
+            self._discard(length)
             message = f"request of {length} bytes exceeds the limit of "
             message += f"{self.api.limits.max_request_bytes} (--max-request-mb)"
             self._reply(413, json.dumps({"error": message}).encode("utf-8"))
@@ -348,6 +348,19 @@ class _RestHandler(BaseHTTPRequestHandler):
             return
         status, doc = self.api.handle(method, path, body)
         self._reply(status, json.dumps(doc).encode("utf-8"))
+
+    def _discard(self, length: int) -> None:
+        """Reads an oversized body away in small chunks (memory stays bounded), so the client
+        can finish sending and read the answer; past 16 x the limit the connection is just
+        closed (the client then sees a broken pipe)."""
+        self.close_connection = True
+        if length > 16 * self.api.limits.max_request_bytes:
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 2**16))
+            if not chunk:
+                break
+            length -= len(chunk)
 
     def _reply(self, status: int, payload: bytes) -> None:
         self.send_response(status)
