@@ -7,12 +7,15 @@ Serving; this one starts a stand-in server for development and tests only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from serving.dev.limits import Limits
+
+STOP_TIMEOUT_S = 20.0
 
 
 def add_cli(subparsers: Any) -> None:
@@ -98,9 +101,11 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         print(f"error: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    previous_handler = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        # Ctrl-C and SIGTERM only set the event: no KeyboardInterrupt lands inside a library
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
     print(
         f"Serving model '{server.model_name}' version {server.version} "
         f"from {server.store.latest.path}",
@@ -116,9 +121,16 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        # A bounded, graceful stop: a front end that does not finish must not keep the
+        # process alive after Ctrl-C.
+        stopper = threading.Thread(target=server.stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=STOP_TIMEOUT_S)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopper.is_alive():
+        print(f"Stopped (shutdown unfinished after {STOP_TIMEOUT_S:.0f} s).", flush=True)
+        os._exit(0)  # noqa: SLF001 - the documented way to leave despite hung threads
     print("Stopped.", flush=True)
     return 0
 

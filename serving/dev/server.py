@@ -434,7 +434,9 @@ class DevServer:
         if self._http_server is not None:
             self._http_server.shutdown()
             self._http_server.server_close()
-        self._grpc_server.stop(grace).wait()
+        done = self._grpc_server.stop(grace).wait(timeout=(grace or 0.0) + 10.0)
+        if not done:
+            log.warning("gRPC server did not stop within %.0f s", (grace or 0.0) + 10.0)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until `stop()` was called (or `timeout` passed); True once stopped."""
@@ -467,12 +469,10 @@ def serve(
     """
     store = ModelStore.from_dir(model_dir, model_name, version_labels)
     admission = _Admission(limits or Limits())
-    # A few workers beyond the predict limit answer metadata and refusals at once; past them
-    # gRPC itself answers RESOURCE_EXHAUSTED instead of queueing.
+    # A few workers beyond the predict limit answer metadata and refusals at once.
     workers = admission.limits.max_in_flight + 4
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dev-server-grpc"),
-        maximum_concurrent_rpcs=workers,
         options=[
             ("grpc.max_receive_message_length", admission.limits.max_request_bytes),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
