@@ -2,14 +2,12 @@
 an unreachable threshold blocks the push, and an unchanged rerun is served from cache.
 The runs are the installed package's (see the `demo_pipeline` fixture)."""
 
-import glob
 import json
 import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from conftest import DEMO_RUN, run_python
+from conftest import DEMO_RUN, read_raw_examples, run_python
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -125,8 +123,7 @@ def test_intervals_recomputed_independently_are_identical(demo_pipeline, first_r
     with open(os.path.join(artifact.uri, INTERVALS_FILE)) as f:
         stored = json.load(f)
     assert stored["seed"] == cfg.seed and stored["resamples"] == cfg.interval_resamples
-    files = sorted(glob.glob(os.path.join(str(records), "test", "*.tfrecord.gz")))
-    raw = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    raw = read_raw_examples(records, "test")
     labels, decision, _, values = score_split(pushed, raw[::-1], list(cfg.slice_features))
     again = slice_intervals(
         labels,

@@ -5,11 +5,10 @@ import concurrent.futures
 import io
 import json
 import os
-import resource
 
 import numpy as np
 import pytest
-from conftest import bomb_jpeg, bomb_png
+from conftest import bomb_jpeg, bomb_png, peak_rss_mb
 from PIL import Image
 
 from lesionlens.cli import main
@@ -114,7 +113,3 @@ def _error_of(client, bomb: bytes) -> Exception | None:
     except Exception as error:  # noqa: BLE001 - returned for the assertion
         return error
     return None
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,12 +1,11 @@
 """preprocessing_fn: ROI masking and resize against hand-computed values."""
 
 import io
-import resource
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import bomb_jpeg, bomb_png
+from conftest import bomb_jpeg, bomb_png, peak_rss_mb
 from PIL import Image
 
 from modules.transform import decode_images, prepare_image, preprocessing_fn
@@ -88,10 +87,6 @@ def test_mask_of_other_size_is_an_error():
 def test_missing_option_is_named():
     with pytest.raises(ValueError, match=r"missing \['roi'\]"):
         preprocessing_fn({}, {"image_size": 2, "max_pixels": BUDGET, "code": "test"})
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @pytest.mark.parametrize("make_bomb", [bomb_png, bomb_jpeg])

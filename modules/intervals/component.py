@@ -25,6 +25,7 @@ from tfx.utils import path_utils
 from modules import contract as C
 from modules.calibration import expected_calibration_error
 from modules.intervals.bootstrap import slice_intervals
+from modules.split_records import read_split
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,6 @@ class MetricIntervals(Artifact):
     """Per-slice point estimates and bootstrap intervals of the test-split metrics."""
 
     TYPE_NAME = "LesionLensMetricIntervals"
-
-
-def _read_examples(examples: Artifact, split: str) -> list[bytes]:
-    split_dir = artifact_utils.get_split_uri([examples], split)
-    files = sorted(tf.io.gfile.glob(os.path.join(split_dir, "*")))
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
 def _image_id(record: bytes) -> bytes:
@@ -105,7 +100,7 @@ def BootstrapIntervals(
     del code_version
     features = json.loads(slice_features)
     model_dir = path_utils.serving_model_path(model.uri)
-    records = _read_examples(examples, split)
+    records = read_split(artifact_utils.get_split_uri([examples], split))
     labels, decision, probability, values = score_split(model_dir, records, features)
     result = {
         "method": "percentile bootstrap, resampled within each class",

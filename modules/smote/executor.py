@@ -20,15 +20,10 @@ from tfx.utils import io_utils
 from modules import contract as C
 from modules.options import SmoteMethod
 from modules.smote.resample import smote_images
+from modules.split_records import read_split
 
 OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"
 log = logging.getLogger(__name__)
-
-
-def _read(split_dir: str) -> list[bytes]:
-    files = sorted(fileio.glob(os.path.join(split_dir, "*")))
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return [r.numpy() for r in ds]
 
 
 def _image(ex: tf.train.Example) -> np.ndarray:
@@ -47,7 +42,7 @@ def _synthetic_example(template: tf.train.Example, image: np.ndarray, label: int
 
 
 def resample_split(src_dir: str, dst_dir: str, params: dict[str, Any]) -> dict[str, Any]:
-    records = _read(src_dir)
+    records = read_split(src_dir)
     examples = [tf.train.Example.FromString(r) for r in records]
     labels = np.array([e.features.feature[C.LABEL].int64_list.value[0] for e in examples])
     before = Counter(int(x) for x in labels)
