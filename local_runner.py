@@ -82,6 +82,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
     p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
+    p.add_argument(
+        "--train-roi",
+        choices=["mask", "predicted"],
+        help="the classifier trains on the radiologist's masks (the paper) or on the "
+        "segmenter's (what it serves without masks)",
+    )
+    p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
+    p.add_argument("--segmenter-epochs", type=int)
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
     p.add_argument(
@@ -111,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             "learning_rate": args.learning_rate,
             "weights": args.weights,
             "smote": args.smote,
+            "train_roi": args.train_roi,
+            "segmenter_size": args.segmenter_size,
+            "segmenter_epochs": args.segmenter_epochs,
             "model_name": args.model_name,
         }.items()
         if v is not None

@@ -34,6 +34,11 @@ RAW_FEATURES: dict[str, str] = {
 # --------------------------------------------------------------------------- transformed
 
 HAS_MASK = "has_mask"  # int64: 1 when a non-empty lesion mask came with the image
+# With ROI on, Transform also writes what the lesion segmenter learns from and what the
+# classifier's predicted-ROI training reads: the whole image (no ROI) and the lesion mask
+# at the segmenter's resolution (serialized uint8 tensors [S, S, 3] and [m, m], 1 = lesion).
+FULL_IMAGE = "full_image"
+LESION_MASK = "lesion_mask"
 # What Transform writes (the image as a serialized uint8 tensor [S, S, 3]).
 TRANSFORMED_FEATURES: dict[str, str] = {
     IMAGE: "bytes_list",
@@ -42,6 +47,7 @@ TRANSFORMED_FEATURES: dict[str, str] = {
     DATASET: "bytes_list",
     HAS_MASK: "int64_list",
 }
+ROI_FEATURES: dict[str, str] = {FULL_IMAGE: "bytes_list", LESION_MASK: "bytes_list"}
 
 # Largest image (width x height) any stage decodes: ingestion, Transform and every serving
 # signature check it from the file header first. Ultrasound and MRI images are well under
@@ -85,8 +91,11 @@ def class_names(classes: Iterable[str]) -> list[str]:
 SERVING_DEFAULT = "serving_default"  # examples -> PREDICT_OUTPUTS
 PREDICT_IMAGES = "predict_images"  # image_bytes, mask_bytes -> PREDICT_OUTPUTS
 PREDICT_ONLY = "predict_only"  # examples -> CLASS_OUTPUTS (no Grad-CAM)
+# examples -> CLASS_OUTPUTS with every request mask ignored: what a client without masks
+# gets. The Evaluator gates on it, so the blessed numbers are the deployable ones.
+PREDICT_NO_MASK = "predict_no_mask"
 TRANSFORM_FEATURES = "transform_features"  # examples -> TRANSFORMED_FEATURES (for TFMA)
-PREDICT_SIGNATURES = (PREDICT_IMAGES, SERVING_DEFAULT, PREDICT_ONLY)
+PREDICT_SIGNATURES = (PREDICT_IMAGES, SERVING_DEFAULT, PREDICT_ONLY, PREDICT_NO_MASK)
 
 EXAMPLES = "examples"  # input: serialized raw tf.Examples [B]
 IMAGE_BYTES = "image_bytes"  # input: encoded images [B]
@@ -100,7 +109,22 @@ THRESHOLD = "threshold"  # float32 [B]: the operating threshold chosen on the ev
 # float32 [B]: P(positive) mapped monotonically so that the threshold sits at 0.5 (what the
 # Evaluator and the intervals threshold at 0.5, so their metrics are the served decision's)
 DECISION_SCORE = "decision_score"
-CLASS_OUTPUTS = (PROBABILITIES, CLASS_ID, POSITIVE_PROBABILITY, THRESHOLD, DECISION_SCORE)
+ROI_SOURCE = "roi_source"  # string [B]: one of ROI_SOURCES
+ROI_MASK = "roi_mask"  # uint8 [B, m, m], m = ROI_MASK_SIZE: the ROI used (1 = kept)
+ROI_GIVEN = "given"  # the request's mask was used (research / oracle mode)
+ROI_PREDICTED = "predicted"  # the model's own lesion segmenter drew it
+ROI_NONE = "none"  # the whole image (ROI off, an empty given mask, or nothing found)
+ROI_SOURCES = (ROI_GIVEN, ROI_PREDICTED, ROI_NONE)
+ROI_MASK_SIZE = 24  # 576 bytes per image: enough for an outline on the overlay
+CLASS_OUTPUTS = (
+    PROBABILITIES,
+    CLASS_ID,
+    POSITIVE_PROBABILITY,
+    THRESHOLD,
+    DECISION_SCORE,
+    ROI_SOURCE,
+    ROI_MASK,
+)
 PREDICT_OUTPUTS = (*CLASS_OUTPUTS, GRADCAM)
 
 # Written beside the SavedModel: classes, image size, training summary.

@@ -27,6 +27,13 @@ class OperatingPoint(str, enum.Enum):
     YOUDEN = "youden"  # threshold maximising sensitivity + specificity - 1 on eval
 
 
+class TrainRoi(str, enum.Enum):
+    """Which ROI the classifier trains on (with ROI on); the served model draws its own."""
+
+    MASK = "mask"  # the radiologist's mask (the paper): serving without one is a shift
+    PREDICTED = "predicted"  # the segmenter's mask, as the served model computes it
+
+
 def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
     """`cls(**custom_config)`, with an error that lists missing and unknown keys."""
     given = dict(custom_config or {})
@@ -44,6 +51,7 @@ def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
 class TransformOptions:
     image_size: int
     roi: bool
+    segmenter_size: int  # 0: no segmenter (ROI off); else the lesion_mask feature's side
     max_pixels: int  # pixel budget of one decoded image (checked from its header)
     code: str  # fingerprint of modules/: part of the cache key
 
@@ -62,4 +70,21 @@ class TrainerOptions:
     calibrate: bool  # temperature scaling fitted on the eval split
     operating_point: str  # an OperatingPoint value
     operating_target: float  # the sensitivity or specificity it must reach on eval
+    train_roi: str  # a TrainRoi value
+    segmenter_size: int  # 0 when there is no segmenter (ROI off)
+    roi_threshold: float  # RoiPostprocess fields, see modules/segmenter/network.py
+    roi_dilation: int
+    roi_min_area: float
+    roi_max_area: float
+    code: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterOptions:
+    image_size: int
+    segmenter_size: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    seed: int
     code: str

@@ -1,5 +1,6 @@
 """Trainer `run_fn`: fine-tunes EfficientNetV2B0 on transformed examples and exports the
-serving signatures of the design brief (raw tf.Examples, image bytes, predict-only, TFMA)."""
+serving signatures of the design brief (raw tf.Examples, image bytes, predict-only, TFMA),
+with the lesion segmenter (the `base_model` input, when ROI is on) in the same graph."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from modules import calibration
 from modules import contract as C
 from modules import model as M
 from modules.options import OperatingPoint, TrainerOptions, from_custom_config
-from modules.transform import decode_images, prepare_images
+from modules.segmenter import network as S
+from modules.segmenter.trainer import load_segmenter
+from modules.transform import decode_images, decode_masks, prepare_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
@@ -105,14 +108,20 @@ def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOpti
 
 def _serving_signatures(
     model: keras.Model,
+    segmenter: keras.Model | None,
     tf_transform_output: tft.TFTransformOutput,
     opts: TrainerOptions,
     decision: M.Decision,
 ) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
-    (or the same `prepare_images` for raw bytes) -> model -> Grad-CAM."""
+    (or the same `prepare_images` for raw bytes) -> ROI (given, or the segmenter's) ->
+    classifier -> Grad-CAM."""
     model.tft_layer = tf_transform_output.transform_features_layer()
+    if segmenter is not None:
+        model.segmenter = segmenter  # tracked, so its variables are saved with the model
     cam = M.GradCam(model)
+    post = S.postprocess_of(opts)
+    mask_size = opts.segmenter_size or C.ROI_MASK_SIZE
     serving_spec = {
         C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
         C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
@@ -120,22 +129,35 @@ def _serving_signatures(
         C.DATASET: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
     }
 
-    def transformed_images(serialized):
+    def roi_inputs(serialized, ignore_masks: bool):
         parsed = tf.io.parse_example(serialized, serving_spec)
+        if ignore_masks:
+            parsed[C.MASK] = tf.fill(tf.shape(parsed[C.MASK]), "")
+        given = tf.strings.length(tf.reshape(parsed[C.MASK], [-1])) > 0
         transformed = model.tft_layer(parsed)
-        return decode_images(transformed[C.IMAGE], opts.image_size)
+        images = decode_images(transformed[C.IMAGE], opts.image_size)
+        if segmenter is None:
+            return S.choose_roi(None, post, images, images, given, _no_masks(images))
+        full = decode_images(transformed[C.FULL_IMAGE], opts.image_size)
+        masks = decode_masks(transformed[C.LESION_MASK], mask_size)
+        return S.choose_roi(segmenter, post, images, full, given, masks)
 
-    @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
-    )
+    def answer(predict, images, source, roi_mask):
+        return {**predict(cam, images, decision), C.ROI_SOURCE: source, C.ROI_MASK: roi_mask}
+
+    examples = tf.TensorSpec([None], tf.string, name=C.EXAMPLES)
+
+    @tf.function(autograph=False, input_signature=[examples])
     def serve_examples(serialized):
-        return M.predict_with_gradcam(cam, transformed_images(serialized), decision)
+        return answer(M.predict_with_gradcam, *roi_inputs(serialized, ignore_masks=False))
 
-    @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
-    )
+    @tf.function(autograph=False, input_signature=[examples])
     def serve_predict_only(serialized):
-        return M.predict_only(cam, transformed_images(serialized), decision)
+        return answer(M.predict_only, *roi_inputs(serialized, ignore_masks=False))
+
+    @tf.function(autograph=False, input_signature=[examples])
+    def serve_no_mask(serialized):
+        return answer(M.predict_only, *roi_inputs(serialized, ignore_masks=True))
 
     @tf.function(
         autograph=False,
@@ -145,16 +167,19 @@ def _serving_signatures(
         ],
     )
     def serve_images(image_bytes, mask_bytes):
-        images, _ = prepare_images(
-            image_bytes, mask_bytes, opts.image_size, opts.roi, opts.max_pixels
+        prepared = prepare_images(
+            image_bytes, mask_bytes, opts.image_size, opts.roi, opts.max_pixels, mask_size
         )
-        return M.predict_with_gradcam(cam, tf.cast(images, tf.float32), decision)
+        roi = tf.cast(prepared.image, tf.float32)
+        full = tf.cast(prepared.full_image, tf.float32)
+        given = tf.strings.length(mask_bytes) > 0
+        return answer(
+            M.predict_with_gradcam, *S.choose_roi(segmenter, post, roi, full, given, prepared.mask)
+        )
 
     raw_spec = tf_transform_output.raw_feature_spec()
 
-    @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)]
-    )
+    @tf.function(autograph=False, input_signature=[examples])
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
 
@@ -162,8 +187,13 @@ def _serving_signatures(
         C.SERVING_DEFAULT: serve_examples.get_concrete_function(),
         C.PREDICT_IMAGES: serve_images.get_concrete_function(),
         C.PREDICT_ONLY: serve_predict_only.get_concrete_function(),
+        C.PREDICT_NO_MASK: serve_no_mask.get_concrete_function(),
         C.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
     }
+
+
+def _no_masks(images: tf.Tensor) -> tf.Tensor:
+    return tf.zeros([tf.shape(images)[0], C.ROI_MASK_SIZE, C.ROI_MASK_SIZE], tf.uint8)
 
 
 # TFX Trainer will call this function.
@@ -197,7 +227,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     decision, decision_report = fit_decision(model, eval_ds, opts)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    signatures = _serving_signatures(model, tf_transform_output, opts, decision)
+    segmenter = load_segmenter(fn_args.base_model) if opts.segmenter_size else None
+    signatures = _serving_signatures(model, segmenter, tf_transform_output, opts, decision)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info))

@@ -6,7 +6,7 @@ image at 299x299 before gzip, a quarter of float32, and it decodes without any a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -15,46 +15,81 @@ from modules import safe_decode
 from modules.options import TransformOptions, from_custom_config
 
 
-def prepare_image(
-    image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool, max_pixels: int
-):
-    """One example: RGB uint8 [size, size, 3] and whether a non-empty lesion mask came with it.
+class Prepared(NamedTuple):
+    """One decoded example (or a batch of them, with a leading dimension)."""
 
-    ROI = image x mask at the original resolution, then a bilinear resize (the paper's order);
-    an empty mask string (MRI) or an empty mask image leaves the image unchanged. Image and
-    mask above `max_pixels` (by their headers) fail before they are decoded.
+    image: tf.Tensor  # uint8 [S, S, 3]: the ROI image (image x mask) or the whole image
+    has_mask: tf.Tensor  # int64: 1 when a non-empty mask came with it (and was applied)
+    full_image: tf.Tensor  # uint8 [S, S, 3]: the whole image, no ROI
+    mask: tf.Tensor  # uint8 [m, m]: the given mask at `mask_size`, 1 = lesion; 0 when none
+
+
+def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
+    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def prepare_image(
+    image_bytes: tf.Tensor,
+    mask_bytes: tf.Tensor,
+    size: int,
+    roi: bool,
+    max_pixels: int,
+    mask_size: int = C.ROI_MASK_SIZE,
+) -> Prepared:
+    """ROI = image x mask at the original resolution, then a bilinear resize (the paper's
+    order); an empty mask string (MRI, or a request without one) or an empty mask image
+    leaves the image unchanged. Image and mask above `max_pixels` (by their headers) fail
+    before they are decoded, and so does a mask of another size than its image.
     """
     image = safe_decode.decode(image_bytes, 3, max_pixels, "image")
+    no_mask = tf.zeros([tf.shape(image)[0], tf.shape(image)[1], 1], tf.bool)
 
-    def with_mask():
+    def given_mask():
         same = tf.debugging.assert_equal(
             safe_decode.header_size(mask_bytes, "mask"),
             tf.cast(tf.shape(image)[:2], tf.int64),
             message="mask size differs from image size",
         )
         with tf.control_dependencies([same]):  # checked from the header, before decoding
-            mask = safe_decode.decode(mask_bytes, 1, max_pixels, "mask") > 0
-        nonempty = tf.reduce_any(mask)
-        masked = image * tf.cast(mask, image.dtype) if roi else image
-        return tf.cond(nonempty, lambda: masked, lambda: image), nonempty
+            return safe_decode.decode(mask_bytes, 1, max_pixels, "mask") > 0
 
-    has_bytes = tf.strings.length(mask_bytes) > 0
-    image, has_mask = tf.cond(has_bytes, with_mask, lambda: (image, tf.constant(False)))
-    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
-    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-    return tf.ensure_shape(resized, [size, size, 3]), tf.cast(has_mask, tf.int64)
+    mask = tf.cond(tf.strings.length(mask_bytes) > 0, given_mask, lambda: no_mask)
+    nonempty = tf.reduce_any(mask)
+    masked = image * tf.cast(mask, image.dtype) if roi else image
+    roi_image = tf.cond(nonempty, lambda: masked, lambda: image)
+    small = tf.image.resize(tf.cast(mask, tf.float32), [mask_size, mask_size], method="area")
+    return Prepared(
+        image=tf.ensure_shape(_resize(roi_image, size), [size, size, 3]),
+        has_mask=tf.cast(nonempty, tf.int64),
+        full_image=tf.ensure_shape(_resize(image, size), [size, size, 3]),
+        mask=tf.cast(small[..., 0] >= 0.5, tf.uint8),
+    )
 
 
 def prepare_images(
-    image_bytes: tf.Tensor, mask_bytes: tf.Tensor, size: int, roi: bool, max_pixels: int
-):
-    """Batch version of `prepare_image`: [B] encoded images and masks -> ([B,S,S,3], [B])."""
-    return tf.map_fn(
-        tf.autograph.experimental.do_not_convert(
-            lambda x: prepare_image(x[0], x[1], size, roi, max_pixels)
-        ),
-        (image_bytes, mask_bytes),
-        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.int64)),
+    image_bytes: tf.Tensor,
+    mask_bytes: tf.Tensor,
+    size: int,
+    roi: bool,
+    max_pixels: int,
+    mask_size: int = C.ROI_MASK_SIZE,
+) -> Prepared:
+    """Batch version of `prepare_image`: [B] encoded images and masks -> [B, ...] each."""
+    pixels = tf.TensorSpec([size, size, 3], tf.uint8)
+    return Prepared(
+        *tf.map_fn(
+            tf.autograph.experimental.do_not_convert(
+                lambda x: tuple(prepare_image(x[0], x[1], size, roi, max_pixels, mask_size))
+            ),
+            (image_bytes, mask_bytes),
+            fn_output_signature=(
+                pixels,
+                tf.TensorSpec([], tf.int64),
+                pixels,
+                tf.TensorSpec([mask_size, mask_size], tf.uint8),
+            ),
+        )
     )
 
 
@@ -73,6 +108,16 @@ def decode_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cast(tf.ensure_shape(images, [None, size, size, 3]), tf.float32)
 
 
+def decode_masks(serialized: tf.Tensor, size: int) -> tf.Tensor:
+    """The `lesion_mask` feature -> uint8 [B, size, size], 1 = lesion."""
+    masks = tf.map_fn(
+        tf.autograph.experimental.do_not_convert(lambda s: tf.io.parse_tensor(s, tf.uint8)),
+        serialized,
+        fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
+    )
+    return tf.ensure_shape(masks, [None, size, size])
+
+
 def _flat(t: tf.Tensor) -> tf.Tensor:
     return tf.reshape(t, [-1])
 
@@ -80,13 +125,24 @@ def _flat(t: tf.Tensor) -> tf.Tensor:
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
     """tf.Transform entry point (TFX Transform calls it); options come from PipelineConfig."""
     opts = from_custom_config(TransformOptions, custom_config)
-    images, has_mask = prepare_images(
-        _flat(inputs[C.IMAGE]), _flat(inputs[C.MASK]), opts.image_size, opts.roi, opts.max_pixels
+    prepared = prepare_images(
+        _flat(inputs[C.IMAGE]),
+        _flat(inputs[C.MASK]),
+        opts.image_size,
+        opts.roi,
+        opts.max_pixels,
+        opts.segmenter_size or C.ROI_MASK_SIZE,
     )
-    return {
-        C.IMAGE: encode_images(images),
+    outputs = {
+        C.IMAGE: encode_images(prepared.image),
         C.LABEL: _flat(inputs[C.LABEL]),
         C.MODALITY: _flat(inputs[C.MODALITY]),
         C.DATASET: _flat(inputs[C.DATASET]),
-        C.HAS_MASK: has_mask,
+        C.HAS_MASK: prepared.has_mask,
     }
+    if opts.segmenter_size:  # what the segmenter and predicted-ROI training read
+        outputs[C.FULL_IMAGE] = encode_images(prepared.full_image)
+        outputs[C.LESION_MASK] = tf.map_fn(
+            tf.io.serialize_tensor, prepared.mask, fn_output_signature=tf.string
+        )
+    return outputs

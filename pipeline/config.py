@@ -10,7 +10,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 from modules import contract as C
-from modules.options import OperatingPoint, SmoteMethod
+from modules.options import OperatingPoint, SmoteMethod, TrainRoi
 
 
 def modules_fingerprint() -> str:
@@ -47,6 +47,19 @@ class PipelineConfig:
     image_size: int = 299
     max_image_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS  # larger images are rejected, see contract
     roi: bool = True
+    # With ROI on, a lesion segmenter is trained in the pipeline and served in the same graph:
+    # a request without a mask gets the segmenter's ROI (see modules/segmenter/). The
+    # classifier trains on the radiologist's masks ("mask", the paper) or on the segmenter's
+    # ("predicted": what it will see when serving without masks).
+    train_roi: TrainRoi = TrainRoi.MASK
+    segmenter_size: int = 96  # the segmenter's input and mask side (a multiple of 8)
+    segmenter_epochs: int = 40
+    segmenter_learning_rate: float = 1e-3
+    min_dice: float = 0.5  # the run stops when the segmenter's test Dice is below this
+    roi_threshold: float = 0.5  # predicted mask = P(lesion) > this, largest component,
+    roi_dilation: int = 2  # dilated by this many pixels at segmenter_size,
+    roi_min_area: float = 0.005  # whole image when its area fraction is below this
+    roi_max_area: float = 0.9  # or above this
     smote: SmoteMethod = SmoteMethod.PIXEL  # "pixel" (flattened-pixel SMOTE, the paper) | "none"
     smote_k_neighbors: int = 5
     smote_target_ratio: float = 1.0
@@ -86,6 +99,9 @@ class PipelineConfig:
         self.output_root = _absolute(self.output_root)
         self.smote = SmoteMethod(self.smote)  # a wrong name fails here, not mid-run
         self.operating_point = OperatingPoint(self.operating_point)
+        self.train_roi = TrainRoi(self.train_roi)
+        if self.roi and self.segmenter_size % 8:
+            raise ValueError(f"segmenter_size must be a multiple of 8, got {self.segmenter_size}")
         if not 0.0 < self.operating_target <= 1.0:
             raise ValueError(f"operating_target must be in (0, 1], got {self.operating_target}")
 
@@ -96,6 +112,11 @@ class PipelineConfig:
     @property
     def serving_root(self) -> str:
         return os.path.join(self.output_root, "serving")
+
+    @property
+    def active_segmenter_size(self) -> int:
+        """The segmenter's side, 0 when there is none (ROI off)."""
+        return self.segmenter_size if self.roi else 0
 
     def replace(self, **changes) -> PipelineConfig:
         return dataclasses.replace(self, **changes)
@@ -114,6 +135,9 @@ PROFILES: dict[str, dict] = {
         learning_rate=1e-3,  # from random init, 1e-4 barely moves in 12 epochs
         batch_size=16,
         weights="none",
+        segmenter_size=32,
+        segmenter_epochs=15,
+        min_dice=0.3,
         thresholds={"binary_accuracy": 0.0},
         slice_thresholds={},
         max_regression={},

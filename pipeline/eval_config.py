@@ -48,7 +48,9 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     config = config_pb2.EvalConfig(
         model_specs=[
             config_pb2.ModelSpec(
-                signature_name=C.SERVING_DEFAULT,
+                # ROI on: every request's mask is ignored, so the gated metrics are those
+                # of the served model for a client without masks (the segmenter's ROI).
+                signature_name=C.PREDICT_NO_MASK if cfg.roi else C.SERVING_DEFAULT,
                 preprocessing_function_names=[C.TRANSFORM_FEATURES],
                 label_key=C.LABEL,
                 prediction_key=C.DECISION_SCORE,  # > 0.5 <=> the served positive call

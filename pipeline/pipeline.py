@@ -17,7 +17,9 @@ from modules import atomic_push
 from modules import contract as C
 from modules.anomalies_gate import AnomaliesGate
 from modules.intervals import BootstrapIntervals
-from modules.options import TrainerOptions, TransformOptions
+from modules.options import SegmenterOptions, TrainerOptions, TrainRoi, TransformOptions
+from modules.segmenter.evaluation import SegmenterEvaluation
+from modules.segmenter.predicted_roi import PredictedRoi
 from modules.smote import Smote
 from pipeline.config import PipelineConfig, modules_fingerprint
 from pipeline.eval_config import build_eval_config
@@ -48,15 +50,23 @@ def create_pipeline(
         preprocessing_fn="modules.transform.preprocessing_fn",
         custom_config=dataclasses.asdict(
             TransformOptions(
-                image_size=cfg.image_size, roi=cfg.roi, max_pixels=cfg.max_image_pixels, code=code
+                image_size=cfg.image_size,
+                roi=cfg.roi,
+                segmenter_size=cfg.active_segmenter_size,
+                max_pixels=cfg.max_image_pixels,
+                code=code,
             )
         ),
         splits_config=tfx.proto.SplitsConfig(analyze=[C.TRAIN], transform=list(C.SPLITS)),
         disable_statistics=True,
     )
     transform.add_upstream_node(anomalies_gate)
+    transformed = transform.outputs["transformed_examples"]
+    segmenter_components = _segmenter_components(cfg, transformed, code)
+    if cfg.roi and cfg.train_roi is TrainRoi.PREDICTED:
+        transformed = segmenter_components[-1].outputs["roi_examples"]
     smote = Smote(
-        examples=transform.outputs["transformed_examples"],
+        examples=transformed,
         method=cfg.smote,
         k_neighbors=cfg.smote_k_neighbors,
         seed=cfg.seed,
@@ -86,10 +96,16 @@ def create_pipeline(
                 calibrate=cfg.calibrate,
                 operating_point=cfg.operating_point.value,
                 operating_target=cfg.operating_target,
+                train_roi=cfg.train_roi.value,
+                segmenter_size=cfg.active_segmenter_size,
+                **_roi_postprocess(cfg),
                 code=code,
             )
         ),
+        base_model=segmenter_components[0].outputs["model"] if segmenter_components else None,
     )
+    for gate in segmenter_components[1:2]:  # the segmenter's test Dice gate runs first
+        trainer.add_upstream_node(gate)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -129,6 +145,7 @@ def create_pipeline(
         example_validator,
         anomalies_gate,
         transform,
+        *segmenter_components,
         smote,
         trainer,
         model_resolver,
@@ -145,3 +162,61 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,
     )
+
+
+def _roi_postprocess(cfg: PipelineConfig) -> dict:
+    return {
+        "roi_threshold": cfg.roi_threshold,
+        "roi_dilation": cfg.roi_dilation,
+        "roi_min_area": cfg.roi_min_area,
+        "roi_max_area": cfg.roi_max_area,
+    }
+
+
+def _segmenter_components(cfg: PipelineConfig, transformed, code: str) -> list:
+    """[segmenter Trainer, its test-split evaluation and gate, (PredictedRoi)]; none
+    with ROI off."""
+    if not cfg.roi:
+        return []
+    trainer = tfx.components.Trainer(
+        run_fn="modules.segmenter.trainer.run_fn",
+        examples=transformed,
+        train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
+        custom_config=dataclasses.asdict(
+            SegmenterOptions(
+                image_size=cfg.image_size,
+                segmenter_size=cfg.segmenter_size,
+                batch_size=cfg.batch_size,
+                epochs=cfg.segmenter_epochs,
+                learning_rate=cfg.segmenter_learning_rate,
+                seed=cfg.seed,
+                code=code,
+            )
+        ),
+    ).with_id("segmenter_trainer")
+    evaluation = SegmenterEvaluation(
+        examples=transformed,
+        segmenter=trainer.outputs["model"],
+        split=C.TEST,
+        image_size=cfg.image_size,
+        min_dice=cfg.min_dice,
+        slice_features=json.dumps(["label", "dataset"]),
+        resamples=cfg.interval_resamples,
+        level=cfg.interval_level,
+        seed=cfg.seed,
+        code_version=code,
+        **_roi_postprocess(cfg),
+    ).with_id("segmenter_evaluation")
+    components = [trainer, evaluation]
+    if cfg.train_roi is TrainRoi.PREDICTED:
+        components.append(
+            PredictedRoi(
+                examples=transformed,
+                segmenter=trainer.outputs["model"],
+                image_size=cfg.image_size,
+                code_version=code,
+                **_roi_postprocess(cfg),
+            )
+        )
+    return components

@@ -12,6 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from modules import contract as C
 from modules.intervals.component import INTERVALS_FILE, MetricIntervals
+from modules.segmenter.evaluation import RESULT_FILE, SegmentationMetrics
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str):
@@ -24,7 +25,9 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
     TFMA's, at the exported operating threshold), intervals ({slice: {metric: (lower,
     upper)}}, from BootstrapIntervals for the model the Evaluator judged, when the config
     computes them) and, with them, at_probability_0_5 (overall metrics and intervals at
-    P > 0.5) and calibration (temperature, test ECE without / with it)."""
+    P > 0.5), oracle (overall metrics and intervals when every test request carries the
+    radiologist's mask) and calibration (temperature, test ECE without / with it); and, with
+    ROI on, segmentation (the segmenter's test Dice / IoU report)."""
     store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
@@ -56,12 +59,23 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
             "metrics": half.get("metrics", {}),
             "intervals": _bounds({"overall": half}).get("overall", {}) if half else {},
         }
+        oracle = report.get("oracle_slices", {}).get("overall")
+        if oracle:
+            out["oracle"] = {
+                "metrics": oracle["metrics"],
+                "intervals": _bounds({"overall": oracle})["overall"],
+            }
         calibration = report["calibration"]
         out["calibration"] = {
             "temperature": calibration["temperature"],
             "test_ece_uncalibrated": calibration["uncalibrated"]["ece"],
             "test_ece_calibrated": calibration["calibrated"]["ece"],
         }
+    segmentation = _latest(store, SegmentationMetrics.TYPE_NAME)
+    path = segmentation and os.path.join(segmentation.uri, RESULT_FILE)
+    if path and os.path.exists(path):
+        with open(path) as f:
+            out["segmentation"] = json.load(f)
     return out
 
 
@@ -126,7 +140,8 @@ def format_metrics(
 
 
 def format_decision(res: dict) -> str:
-    """Two lines: the operating point against P > 0.5 on test, and calibration."""
+    """The operating point against P > 0.5 on test, deployable against oracle, the
+    segmenter, and calibration: one line each, where the run has them."""
     lines = []
     at = res.get("at_probability_0_5")
     if at and "overall" in res["metrics"]:
@@ -144,6 +159,27 @@ def format_decision(res: dict) -> str:
             + cell(at["metrics"], at["intervals"], "recall")
             + ", specificity "
             + cell(at["metrics"], at["intervals"], "specificity")
+        )
+    oracle = res.get("oracle")
+    if oracle and "overall" in res["metrics"]:
+        mine, ci = res["metrics"]["overall"], res["intervals"].get("overall", {})
+        lines.append(
+            "without masks (deployable, what the Evaluator gated): AUC "
+            f"{mine.get('auc', float('nan')):.3f} [{_interval(ci.get('auc'))}]; with the "
+            f"radiologist's mask (ORACLE): AUC {oracle['metrics']['auc']:.3f} "
+            f"[{_interval(oracle['intervals'].get('auc'))}], accuracy "
+            f"{oracle['metrics']['binary_accuracy']:.3f}"
+        )
+    seg = res.get("segmentation")
+    if seg:
+        overall = seg["slices"]["overall"]
+        m, ci = overall["metrics"], overall["intervals"]
+        lines.append(
+            f"segmenter on {seg['split']} ({overall['example_count']} images): Dice "
+            f"{m['dice']:.3f} [{_interval(ci['dice'])}], IoU {m['iou']:.3f}; served ROI Dice "
+            f"{m['roi_dice']:.3f}; baselines: centre disk "
+            f"{seg['baselines_dice']['centre_disk']:.3f}, whole image "
+            f"{seg['baselines_dice']['all_foreground']:.3f}"
         )
     cal = res.get("calibration")
     if cal:

@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import bomb_jpeg, bomb_png, peak_rss_mb
 from PIL import Image
 
-from modules.transform import decode_images, prepare_image, preprocessing_fn
+from modules.transform import decode_images, decode_masks, prepare_image, preprocessing_fn
 
 BUDGET = 16_000_000
 
@@ -31,7 +31,7 @@ def block_means(a: np.ndarray) -> np.ndarray:
     return np.round((a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) / 4)
 
 
-def run_fn(image: np.ndarray, mask: bytes, roi: bool = True) -> dict:
+def run_fn(image: np.ndarray, mask: bytes, roi: bool = True, segmenter_size: int = 0) -> dict:
     inputs = {
         "image": tf.constant([[png(image)]]),
         "mask": tf.constant([[mask]]),
@@ -40,7 +40,14 @@ def run_fn(image: np.ndarray, mask: bytes, roi: bool = True) -> dict:
         "dataset": tf.constant([[b"synthetic"]]),
     }
     return preprocessing_fn(
-        inputs, {"image_size": 2, "roi": roi, "max_pixels": BUDGET, "code": "test"}
+        inputs,
+        {
+            "image_size": 2,
+            "roi": roi,
+            "segmenter_size": segmenter_size,
+            "max_pixels": BUDGET,
+            "code": "test",
+        },
     )
 
 
@@ -52,6 +59,17 @@ def test_roi_mask_then_resize_matches_hand_computation():
     assert out["has_mask"].numpy().tolist() == [1]
     assert out["label"].numpy().tolist() == [1]
     assert out["modality"].numpy().tolist() == [b"ultrasound"]
+
+
+def test_segmenter_features_hold_the_whole_image_and_the_mask():
+    out = run_fn(IMAGE, png(MASK), segmenter_size=2)
+    np.testing.assert_array_equal(
+        decode_images(out["full_image"], 2).numpy()[0], block_means(IMAGE)
+    )
+    assert decode_masks(out["lesion_mask"], 2).numpy()[0].tolist() == [[1, 0], [0, 1]]  # 3/4 > 1/2
+    none = run_fn(IMAGE, b"", segmenter_size=2)
+    assert decode_masks(none["lesion_mask"], 2).numpy()[0].tolist() == [[0, 0], [0, 0]]
+    assert "full_image" not in run_fn(IMAGE, png(MASK))  # ROI off / no segmenter: not written
 
 
 def test_image_without_mask_passes_through():
@@ -71,9 +89,9 @@ def test_grayscale_and_rgba_decode_to_rgb():
     gray = np.full((6, 8), 77, np.uint8)
     rgba = np.dstack([IMAGE, np.full((4, 4), 255, np.uint8)])
     for arr in (gray, rgba):
-        img, _ = prepare_image(tf.constant(png(arr)), tf.constant(b""), 3, True, BUDGET)
+        img = prepare_image(tf.constant(png(arr)), tf.constant(b""), 3, True, BUDGET).image
         assert img.shape == (3, 3, 3) and img.dtype == tf.uint8
-    img, _ = prepare_image(tf.constant(png(gray)), tf.constant(b""), 3, True, BUDGET)
+    img = prepare_image(tf.constant(png(gray)), tf.constant(b""), 3, True, BUDGET).image
     assert np.all(img.numpy() == 77)
 
 
@@ -85,7 +103,7 @@ def test_mask_of_other_size_is_an_error():
 
 
 def test_missing_option_is_named():
-    with pytest.raises(ValueError, match=r"missing \['roi'\]"):
+    with pytest.raises(ValueError, match=r"missing \['roi', 'segmenter_size'\]"):
         preprocessing_fn({}, {"image_size": 2, "max_pixels": BUDGET, "code": "test"})
 
 
@@ -103,7 +121,7 @@ def test_bombs_are_rejected_from_the_header_before_decoding(make_bomb):
     ok = tf.constant(png(IMAGE))
     with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs from image"):
         prepare_image(tf.constant(make_bomb(4, 4)), bomb, 2, True, 16_000_000)  # from headers
-    assert prepare_image(ok, tf.constant(b""), 2, True, 16)[0].shape == (2, 2, 3)  # 4x4 <= 16
+    assert prepare_image(ok, tf.constant(b""), 2, True, 16).image.shape == (2, 2, 3)  # 4x4 <= 16
     with pytest.raises(tf.errors.InvalidArgumentError, match="4x4 pixels, above .* of 15"):
         prepare_image(ok, tf.constant(b""), 2, True, 15)
     assert peak_rss_mb() - before < 200

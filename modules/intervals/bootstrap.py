@@ -114,3 +114,28 @@ def slice_intervals(
             "intervals": stratified_bootstrap(labels[idx], scores[idx], n_resamples, seed, level),
         }
     return out
+
+
+def mean_intervals(
+    values: dict[str, np.ndarray],
+    features: dict[str, list[str]],
+    slice_features: list[str],
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, dict]:
+    """Per slice: count, mean and percentile bootstrap interval of per-image scores (e.g.
+    Dice, IoU); each slice and score draws from a fresh generator seeded with `seed`."""
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, idx in slice_members(features, slice_features).items():
+        if idx.size == 0:
+            continue
+        means, intervals = {}, {}
+        for metric, per_image in values.items():
+            sample = per_image[idx]
+            draw = np.random.default_rng(seed).integers(0, idx.size, (n_resamples, idx.size))
+            lo, hi = np.percentile(sample[draw].mean(axis=1), [tail, 100 - tail])
+            means[metric], intervals[metric] = float(sample.mean()), (float(lo), float(hi))
+        out[name] = {"example_count": int(idx.size), "metrics": means, "intervals": intervals}
+    return out

@@ -1,5 +1,6 @@
 """BootstrapIntervals: scores the test split with the trained model once and writes the 95 %
-intervals of every metric per slice at the exported operating threshold and at 0.5, and the
+intervals of every metric per slice at the exported operating threshold (without masks: the
+deployable answer; and with the records' masks: the oracle) and at 0.5, and the
 test split's calibration before / after temperature scaling (`intervals.json`),
 reproducible for fixed inputs.
 
@@ -47,12 +48,18 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def score_split(model_dir: str, records: list[bytes], slice_features: list[str]):
+def score_split(
+    model_dir: str,
+    records: list[bytes],
+    slice_features: list[str],
+    signature: str = C.PREDICT_NO_MASK,
+):
     """Labels, `decision_score`, `positive_probability` (each [n]) and {feature: [n] slice
-    values}, in image-id order."""
+    values}, in image-id order. `signature`: PREDICT_NO_MASK (the deployable answer, the
+    segmenter's ROI) or PREDICT_ONLY (the records' masks: the oracle ROI)."""
     records = sorted(records, key=_image_id)  # independent of the order files were read in
     loaded = tf.saved_model.load(model_dir)
-    predict = loaded.signatures[C.PREDICT_ONLY]
+    predict = loaded.signatures[signature]
     transform = loaded.signatures[C.TRANSFORM_FEATURES]
     columns: dict[str, list] = {C.LABEL: [], C.DECISION_SCORE: [], C.POSITIVE_PROBABILITY: []}
     features: dict[str, list[str]] = {f: [] for f in slice_features}
@@ -102,6 +109,7 @@ def BootstrapIntervals(
     model_dir = path_utils.serving_model_path(model.uri)
     records = read_split(artifact_utils.get_split_uri([examples], split))
     labels, decision, probability, values = score_split(model_dir, records, features)
+    oracle = score_split(model_dir, records, features, C.PREDICT_ONLY)[1]
     result = {
         "method": "percentile bootstrap, resampled within each class",
         "split": split,
@@ -109,8 +117,12 @@ def BootstrapIntervals(
         "level": level,
         "seed": seed,
         "model_uri": model.uri,
-        # at the exported operating threshold (what the server decides)
+        # at the exported operating threshold (what the server decides), every request
+        # without a mask: the segmenter's ROI when ROI is on (deployable)
         "slices": slice_intervals(labels, decision, values, features, resamples, seed, level),
+        # the same, each request carrying the radiologist's mask (ORACLE: needs the test
+        # image's ground-truth mask; equal to "slices" with ROI off)
+        "oracle_slices": slice_intervals(labels, oracle, values, features, resamples, seed, level),
         # at P(positive) > 0.5, for comparison
         "at_probability_0_5": slice_intervals(
             labels, probability, values, features, resamples, seed, level
