@@ -133,7 +133,7 @@ def kill_when(env: dict, cwd, args: list[str], line: str, after_s: float) -> Non
 
 
 DEMO_RUN = ["-m", "local_runner", "--data", "records", "--output-root", "out"]
-DEMO_RUN += ["--image-size", "64", "--epochs", "1"]
+DEMO_RUN += ["--image-size", "64", "--epochs", "1", "--segmenter-epochs", "100"]
 
 
 @pytest.fixture(scope="session")

@@ -12,39 +12,25 @@ import pytest
 import tensorflow as tf
 from conftest import read_raw_examples
 
-CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}; h = w = 2 at 64 px
-    "serving_default": (
-        {"examples": ("DT_STRING", "(-1)")},
-        {
-            "probabilities": ("DT_FLOAT", "(-1, 2)"),
-            "class_id": ("DT_INT64", "(-1)"),
-            "positive_probability": ("DT_FLOAT", "(-1)"),
-            "threshold": ("DT_FLOAT", "(-1)"),
-            "decision_score": ("DT_FLOAT", "(-1)"),
-            "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
-        },
-    ),
+CLASS_OUTPUTS = {
+    "probabilities": ("DT_FLOAT", "(-1, 2)"),
+    "class_id": ("DT_INT64", "(-1)"),
+    "positive_probability": ("DT_FLOAT", "(-1)"),
+    "threshold": ("DT_FLOAT", "(-1)"),
+    "decision_score": ("DT_FLOAT", "(-1)"),
+    "roi_source": ("DT_STRING", "(-1)"),
+    "roi_mask": ("DT_UINT8", "(-1, 24, 24)"),
+}
+EXAMPLES = {"examples": ("DT_STRING", "(-1)")}
+GRADCAM = {"gradcam": ("DT_FLOAT", "(-1, 2, 2)")}  # h = w = 2 at 64 px
+CONTRACT = {  # signature -> (inputs, outputs) as {name: (dtype, shape)}
+    "serving_default": (EXAMPLES, {**CLASS_OUTPUTS, **GRADCAM}),
     "predict_images": (
         {"image_bytes": ("DT_STRING", "(-1)"), "mask_bytes": ("DT_STRING", "(-1)")},
-        {
-            "probabilities": ("DT_FLOAT", "(-1, 2)"),
-            "class_id": ("DT_INT64", "(-1)"),
-            "positive_probability": ("DT_FLOAT", "(-1)"),
-            "threshold": ("DT_FLOAT", "(-1)"),
-            "decision_score": ("DT_FLOAT", "(-1)"),
-            "gradcam": ("DT_FLOAT", "(-1, 2, 2)"),
-        },
+        {**CLASS_OUTPUTS, **GRADCAM},
     ),
-    "predict_only": (
-        {"examples": ("DT_STRING", "(-1)")},
-        {
-            "probabilities": ("DT_FLOAT", "(-1, 2)"),
-            "class_id": ("DT_INT64", "(-1)"),
-            "positive_probability": ("DT_FLOAT", "(-1)"),
-            "threshold": ("DT_FLOAT", "(-1)"),
-            "decision_score": ("DT_FLOAT", "(-1)"),
-        },
-    ),
+    "predict_only": (EXAMPLES, CLASS_OUTPUTS),
+    "predict_no_mask": (EXAMPLES, CLASS_OUTPUTS),
 }
 
 FRESH = r"""
@@ -55,12 +41,13 @@ recs = [bytes.fromhex(h) for h in json.loads(sys.stdin.read())]
 out = {}
 for name in ("serving_default", "predict_only"):
     res = m.signatures[name](examples=tf.constant(recs))
-    out[name] = {k: v.numpy().tolist() for k, v in res.items()}
+    out[name] = {k: v.numpy().tolist() for k, v in res.items() if k != "roi_source"}
+    out[name]["roi_source"] = [x.decode() for x in res["roi_source"].numpy()]
 ex = [tf.train.Example.FromString(r) for r in recs]
 img = [e.features.feature["image"].bytes_list.value[0] for e in ex]
 msk = [e.features.feature["mask"].bytes_list.value[0] for e in ex]
 res = m.signatures["predict_images"](image_bytes=tf.constant(img), mask_bytes=tf.constant(msk))
-out["predict_images"] = {k: v.numpy().tolist() for k, v in res.items()}
+out["predict_images"] = {k: v.numpy().tolist() for k, v in res.items() if k != "roi_source"}
 out["signatures"] = sorted(m.signatures)
 print("RESULT" + json.dumps(out))
 """
@@ -83,6 +70,7 @@ def test_loads_in_fresh_process_with_tensorflow_alone(demo_pipeline):
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert out["signatures"] == [
         "predict_images",
+        "predict_no_mask",
         "predict_only",
         "serving_default",
         "transform_features",
@@ -104,6 +92,9 @@ def test_loads_in_fresh_process_with_tensorflow_alone(demo_pipeline):
     np.testing.assert_allclose(out["predict_only"]["probabilities"], probs, atol=1e-6)
     np.testing.assert_allclose(out["predict_images"]["probabilities"], probs, atol=1e-6)
     np.testing.assert_allclose(out["predict_images"]["gradcam"], cam, atol=1e-6)
+    assert sd["roi_source"] == ["given"] * len(recs)  # the records carry their masks
+    assert np.array(sd["roi_mask"]).shape == (len(recs), 24, 24)
+    np.testing.assert_array_equal(out["predict_images"]["roi_mask"], sd["roi_mask"])
 
 
 def parse_saved_model_cli(text: str) -> dict:

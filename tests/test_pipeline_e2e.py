@@ -22,7 +22,8 @@ COMPONENTS = [
     "AnomaliesGate",
     "Transform",
     "Smote",
-    "Trainer",
+    "Trainer",  # two: the segmenter's and the classifier's
+    "SegmenterEvaluation",
     "Evaluator",
     "Pusher",
     "BootstrapIntervals",
@@ -62,6 +63,7 @@ def test_first_run_executes_every_component_and_pushes(demo_pipeline, first_resu
     assert os.path.dirname(pushed) == os.path.join(cfg.serving_root, cfg.model_name)
     assert os.path.basename(pushed).isdigit()  # TF Serving layout <root>/<name>/<int version>
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
+    assert len(by["Trainer"]) >= 2  # segmenter and classifier, pushed as one SavedModel
     res = first_results
     metrics = res["metrics"]
     assert metrics["overall"]["example_count"] == 4  # round(15% of 12) = 2 per class
@@ -100,9 +102,11 @@ def test_rerun_is_cached_and_unreachable_threshold_blocks_push(installed, demo_p
     assert "model NOT pushed" in out, out[-2000:]
     strict = cfg.replace(thresholds={"binary_accuracy": 1.01})
     by = executions_by_component(store)
-    for name in ("StatisticsGen", "Transform", "Smote", "Trainer", "BootstrapIntervals"):
+    cached = metadata_store_pb2.Execution.CACHED
+    upstream = ("StatisticsGen", "Transform", "Smote", "SegmenterEvaluation", "BootstrapIntervals")
+    for name in (*upstream, "Trainer"):
         states = [e.last_known_state for e in by[name] if e.id not in seen]
-        assert states == [metadata_store_pb2.Execution.CACHED], name
+        assert states == [cached] * (2 if name == "Trainer" else 1), name
     [evaluation] = [e for e in by["Evaluator"] if e.id not in seen]
     assert evaluation.last_known_state == metadata_store_pb2.Execution.COMPLETE
     res = latest_results(metadata_connection(strict))

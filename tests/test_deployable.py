@@ -1,0 +1,132 @@
+"""The served model without a radiologist's mask: the pipeline's segmenter draws the ROI in
+the same graph, `roi_source` says where each ROI came from, a given mask still takes the
+paper's path, and inputs the segmenter cannot use get a defined answer."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import read_raw_examples
+from PIL import Image
+
+from local_runner import metadata_connection
+from modules import contract as C
+from pipeline.results import latest_results
+
+
+@pytest.fixture(scope="module")
+def served(demo_pipeline):
+    return tf.saved_model.load(demo_pipeline[1])
+
+
+def field(record: bytes, name: str) -> bytes:
+    return tf.train.Example.FromString(record).features.feature[name].bytes_list.value[0]
+
+
+def without_mask(record: bytes) -> bytes:
+    ex = tf.train.Example.FromString(record)
+    ex.features.feature[C.MASK].bytes_list.value[:] = [b""]
+    return ex.SerializeToString()
+
+
+def small(mask_png: bytes) -> np.ndarray:
+    m = np.asarray(Image.open(io.BytesIO(mask_png)).convert("L")) > 0
+    img = Image.fromarray(m.astype(np.uint8) * 255).resize((C.ROI_MASK_SIZE,) * 2, Image.BOX)
+    return np.asarray(img) >= 128
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_segmenter_finds_the_synthetic_lesion(demo_pipeline):
+    """Trained in the pipeline, scored on the test split against baselines that ignore the
+    image, and recorded in MLMD (the run would have stopped below min_dice)."""
+    cfg = demo_pipeline[0]
+    seg = latest_results(metadata_connection(cfg))["segmentation"]
+    overall = seg["slices"]["overall"]
+    dice, (lower, upper) = overall["metrics"]["dice"], overall["intervals"]["dice"]
+    assert overall["example_count"] == 4  # the test split's images, each with a lesion mask
+    assert lower <= dice <= upper
+    assert dice >= cfg.min_dice
+    assert dice > seg["baselines_dice"]["centre_disk"] + 0.1, seg
+    assert dice > seg["baselines_dice"]["all_foreground"] + 0.3, seg
+
+
+def test_without_a_mask_the_segmenter_draws_the_roi(demo_pipeline, served):
+    records = read_raw_examples(demo_pipeline[2], "train")[:8]
+    images = tf.constant([field(r, C.IMAGE) for r in records])
+    out = served.signatures[C.PREDICT_IMAGES](
+        image_bytes=images, mask_bytes=tf.constant([b""] * len(records))
+    )
+    sources = [s.decode() for s in out[C.ROI_SOURCE].numpy()]
+    assert set(sources) <= {C.ROI_PREDICTED, C.ROI_NONE}
+    assert sources.count(C.ROI_PREDICTED) >= 6, sources
+    for record, source, roi in zip(records, sources, out[C.ROI_MASK].numpy(), strict=True):
+        truth = small(field(record, C.MASK))
+        if source == C.ROI_PREDICTED:  # the ROI covers most of the radiologist's lesion
+            assert roi[truth].mean() >= 0.6 and roi.mean() < 0.9, (roi.mean(), truth.mean())
+        else:
+            assert roi.all()
+    np.testing.assert_allclose(out[C.PROBABILITIES].numpy().sum(axis=1), 1.0, atol=1e-5)
+    with_masks = served.signatures[C.PREDICT_IMAGES](
+        image_bytes=images, mask_bytes=tf.constant([field(r, C.MASK) for r in records])
+    )
+    assert set(with_masks[C.ROI_SOURCE].numpy().tolist()) == {b"given"}
+
+
+def test_predict_no_mask_is_serving_default_without_masks(demo_pipeline, served):
+    records = read_raw_examples(demo_pipeline[2], "test")
+    ignored = served.signatures[C.PREDICT_NO_MASK](examples=tf.constant(records))
+    stripped = served.signatures[C.SERVING_DEFAULT](
+        examples=tf.constant([without_mask(r) for r in records])
+    )
+    for name in (C.PROBABILITIES, C.CLASS_ID, C.ROI_SOURCE, C.ROI_MASK):
+        np.testing.assert_array_equal(ignored[name].numpy(), stripped[name].numpy())
+    assert b"given" not in ignored[C.ROI_SOURCE].numpy().tolist()
+
+
+def test_a_given_mask_takes_the_papers_path(demo_pipeline, served):
+    """With the mask: calibrated softmax of the classifier on Transform's ROI image, as
+    before the segmenter existed."""
+    import tf_keras
+
+    _, model_dir, records = demo_pipeline
+    recs = read_raw_examples(records, "test")
+    out = served.signatures[C.SERVING_DEFAULT](examples=tf.constant(recs))
+    transformed = served.signatures[C.TRANSFORM_FEATURES](examples=tf.constant(recs))
+    images = tf.cast(
+        tf.stack([tf.io.parse_tensor(s, tf.uint8) for s in transformed[C.IMAGE]]), tf.float32
+    )
+    keras_model = tf_keras.models.load_model(model_dir, compile=False)
+    logits = tf_keras.Model(keras_model.inputs, keras_model.get_layer("logits").output)
+    with open(os.path.join(model_dir, C.MODEL_INFO)) as f:
+        temperature = json.load(f)["decision"]["temperature"]
+    expected = tf.nn.softmax(logits(images, training=False) / temperature).numpy()
+    np.testing.assert_allclose(out[C.PROBABILITIES].numpy(), expected, atol=1e-5)
+
+
+def test_unusable_inputs_get_a_defined_answer(demo_pipeline, served):
+    """An all-black image: nothing to segment, so the whole image (roi_source none); a mask
+    of another size: INVALID_ARGUMENT naming it; the model keeps answering."""
+    black = png(np.zeros((64, 64, 3), np.uint8))
+    predict = served.signatures[C.PREDICT_IMAGES]
+    out = predict(image_bytes=tf.constant([black]), mask_bytes=tf.constant([b""]))
+    assert out[C.ROI_SOURCE].numpy().tolist() == [b"none"]
+    assert out[C.ROI_MASK].numpy().all()
+    assert np.isfinite(out[C.PROBABILITIES].numpy()).all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask size differs"):
+        predict(
+            image_bytes=tf.constant([black]),
+            mask_bytes=tf.constant([png(np.zeros((32, 32), np.uint8))]),
+        )
+    record = read_raw_examples(demo_pipeline[2], "test")[0]
+    again = predict(
+        image_bytes=tf.constant([field(record, C.IMAGE)]), mask_bytes=tf.constant([b""])
+    )
+    assert again[C.ROI_SOURCE].numpy().tolist() == [b"predicted"]
