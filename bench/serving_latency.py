@@ -9,6 +9,8 @@ hits every variant alike):
   (b) predict `predict_only` signature on serialized raw tf.Examples (parse + Transform + model)
   (c) default `serving_default` signature (b + Grad-CAM)
   (d) grpc    full gRPC round trip (client proto building + dev server + serving_default)
+  (e) no mask `serving_default` on the same examples without their masks: the deployable
+              path (segmenter + ROI + classifier + Grad-CAM), against (b) with a given mask
 
 Usage (from the repository root; TF_USE_LEGACY_KERAS=1 is set here if unset):
 
@@ -58,13 +60,16 @@ BUSI_RECORDS = REPO_ROOT / "out" / "busi-paper" / "records" / "test"
 GOAL_GRADCAM_OVERHEAD = 1.05  # c/b
 GOAL_TRANSFORM_OVERHEAD = 1.2  # b/a
 GOAL_GRADCAM_BYTES = 1024  # gradcam tensor bytes per image in the gRPC response
+GOAL_NO_MASK_OVERHEAD = 1.5  # e/b: the deployable path against predict_only with a mask
+GOAL_NO_MASK_RESPONSE_BYTES = 2048  # per image, every output of the deployable path
 MAX_DISTINCT_BATCHES = 4
-VARIANTS = ("a", "b", "c", "d")
+VARIANTS = ("a", "b", "c", "d", "e")
 LABELS = {
     "a": "(a) keras forward",
     "b": "(b) predict_only",
     "c": "(c) serving_default",
     "d": "(d) gRPC round trip",
+    "e": "(e) no mask, deployable",
 }
 
 
@@ -180,6 +185,13 @@ class Batches:
     size: int
     examples: list[np.ndarray]  # [B] object arrays of serialized raw Examples
     images: list[tf.Tensor]  # [B, S, S, 3] float32, the transformed images of the same batch
+    bare: list[np.ndarray]  # the same Examples without their masks
+
+
+def without_mask(record: bytes) -> bytes:
+    example = tf.train.Example.FromString(record)
+    example.features.feature[C.MASK].bytes_list.value[:] = [b""]
+    return example.SerializeToString()
 
 
 def make_batches(
@@ -187,14 +199,23 @@ def make_batches(
 ) -> Batches:
     """Slices the pool (cycling) into batches; transforms each once for the Keras variant."""
     n = max(1, min(MAX_DISTINCT_BATCHES, -(-len(pool) // batch_size)))
-    examples, images = [], []
+    examples, images, bare = [], [], []
     for k in range(n):
         batch = [pool[(k * batch_size + j) % len(pool)] for j in range(batch_size)]
         arr = np.array(batch, dtype=object)
         examples.append(arr)
+        bare.append(np.array([without_mask(r) for r in batch], dtype=object))
         transformed = transform(examples=tf.constant(arr))
         images.append(decode_images(transformed["image"], image_size))
-    return Batches(batch_size, examples, images)
+    return Batches(batch_size, examples, images, bare)
+
+
+def response_bytes(outputs: dict[str, tf.Tensor]) -> int:
+    """Wire size of a PredictResponse holding these outputs (what TF Serving would send)."""
+    response = predict_pb2.PredictResponse()
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+    return response.ByteSize()
 
 
 @dataclass
@@ -255,7 +276,12 @@ def build_variants(
     def run_d(b: Batches, k: int) -> np.ndarray:
         return probe.predict(b.examples[k])[C.PROBABILITIES]
 
-    return {"a": run_a, "b": run_b, "c": run_c, "d": run_d}
+    def run_e(b: Batches, k: int) -> np.ndarray:
+        out = default(examples=tf.constant(b.bare[k]))
+        out[C.GRADCAM].numpy()
+        return out[C.PROBABILITIES].numpy()
+
+    return {"a": run_a, "b": run_b, "c": run_c, "d": run_d, "e": run_e}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -275,7 +301,8 @@ def measure(
         first[name] = fn(batches, 0)
         for i in range(1, warmup):
             fn(batches, i % len(batches.examples))
-    diffs = {name: float(np.max(np.abs(first[name] - first["a"]))) for name in variants}
+    # (e) sees another ROI (the segmenter's), so its probabilities differ by design
+    diffs = {n: float(np.max(np.abs(first[n] - first["a"]))) for n in variants if n != "e"}
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(iters):
@@ -307,6 +334,7 @@ def summarize(times: dict[str, list[float]], batch: int) -> dict[str, Any]:
 
     ratios = {"c/b": ratio("c", "b"), "b/a": ratio("b", "a"), "c/a": ratio("c", "a")}
     ratios["d/c"] = ratio("d", "c")
+    ratios["e/b"] = ratio("e", "b")
     return {"variants": stats, "ratios": ratios}
 
 
@@ -397,7 +425,9 @@ def print_report(result: dict[str, Any]) -> None:
             f"             b/a {r['b/a']:.3f} {_verdict(ok['b/a'])} "
             f"(parse + Transform overhead, goal <= {GOAL_TRANSFORM_OVERHEAD})\n"
             f"             c/a {r['c/a']:.3f}      (whole signature vs bare forward)\n"
-            f"             d/c {r['d/c']:.3f}      (gRPC transport + client proto work)"
+            f"             d/c {r['d/c']:.3f}      (gRPC transport + client proto work)\n"
+            f"             e/b {r['e/b']:.3f} {_verdict(ok['e/b'])} (no mask: segmenter + "
+            f"Grad-CAM vs predict_only with a mask, goal <= {GOAL_NO_MASK_OVERHEAD})"
         )
     print("\ngRPC bytes per image (serving_default)")
     for run in result["runs"]:
@@ -406,6 +436,13 @@ def print_report(result: dict[str, Any]) -> None:
             f"  batch {run['batch']:>3}: request {g['request']:.0f}, response {g['response']:.0f}"
             f", gradcam {g['gradcam']:.0f} {_verdict(run['pass']['gradcam_bytes'])} "
             f"(goal <= {GOAL_GRADCAM_BYTES}; map {'x'.join(map(str, model['gradcam_shape']))})"
+        )
+    print("\nresponse bytes per image, deployable path (e): every output")
+    for run in result["runs"]:
+        e = run["no_mask_response_bytes_per_image"]
+        print(
+            f"  batch {run['batch']:>3}: {e:.0f} {_verdict(run['pass']['no_mask_bytes'])} "
+            f"(goal <= {GOAL_NO_MASK_RESPONSE_BYTES}); roi_source {run['roi_sources']}"
         )
     worst = max(
         max(abs(d) for d in run["max_abs_prob_diff_vs_a"].values()) for run in result["runs"]
@@ -460,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             times, diffs = measure(variants, batches, args.iters, args.warmup)
             run = {"batch": batch, **summarize(times, batch)}
             run["max_abs_prob_diff_vs_a"] = diffs
+            deployable = signatures[C.SERVING_DEFAULT](examples=tf.constant(batches.bare[0]))
+            run["no_mask_response_bytes_per_image"] = response_bytes(deployable) / batch
+            sources = [s.decode() for s in deployable[C.ROI_SOURCE].numpy()]
+            run["roi_sources"] = {s: sources.count(s) for s in sorted(set(sources))}
             run["grpc_bytes_per_image"] = {
                 "request": probe.request_bytes[batch] / batch,
                 "response": probe.response_bytes[batch] / batch,
@@ -486,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "c/b": GOAL_GRADCAM_OVERHEAD,
             "b/a": GOAL_TRANSFORM_OVERHEAD,
             "gradcam_bytes_per_image": GOAL_GRADCAM_BYTES,
+            "e/b": GOAL_NO_MASK_OVERHEAD,
+            "no_mask_response_bytes_per_image": GOAL_NO_MASK_RESPONSE_BYTES,
         },
         "runs": runs,
     }
@@ -494,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "c/b": run["ratios"]["c/b"] <= GOAL_GRADCAM_OVERHEAD,
             "b/a": run["ratios"]["b/a"] <= GOAL_TRANSFORM_OVERHEAD,
             "gradcam_bytes": run["grpc_bytes_per_image"]["gradcam"] <= GOAL_GRADCAM_BYTES,
+            "e/b": run["ratios"]["e/b"] <= GOAL_NO_MASK_OVERHEAD,
+            "no_mask_bytes": run["no_mask_response_bytes_per_image"] <= GOAL_NO_MASK_RESPONSE_BYTES,
         }
     print_report(result)
     if args.json:
