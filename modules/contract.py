@@ -111,9 +111,9 @@ THRESHOLD = "threshold"  # float32 [B]: the operating threshold chosen on the ev
 DECISION_SCORE = "decision_score"
 ROI_SOURCE = "roi_source"  # string [B]: one of ROI_SOURCES
 ROI_MASK = "roi_mask"  # uint8 [B, m, m], m = ROI_MASK_SIZE: the ROI used (1 = kept)
-ROI_GIVEN = "given"  # the request's mask was used (research / oracle mode)
+ROI_GIVEN = "given"  # the request carried a mask: used as given (all-zero: whole image)
 ROI_PREDICTED = "predicted"  # the model's own lesion segmenter drew it
-ROI_NONE = "none"  # the whole image (ROI off, an empty given mask, or nothing found)
+ROI_NONE = "none"  # the whole image: ROI off, or no mask given and none found
 ROI_SOURCES = (ROI_GIVEN, ROI_PREDICTED, ROI_NONE)
 ROI_MASK_SIZE = 24  # 576 bytes per image: enough for an outline on the overlay
 CLASS_OUTPUTS = (

@@ -1,7 +1,7 @@
 """Serving side of LesionLens. What ships to users who query production TF Serving:
 
 - ``serving.client``: ``GrpcClient`` / ``RestClient`` with ``predict_images()``.
-- ``serving.overlay``: Grad-CAM upsampling, jet colour map, alpha blend -> PNG.
+- ``serving.overlay``: Grad-CAM upsampling, jet colour map, alpha blend, ROI outline -> PNG.
 - ``serving.cli``: ``lesionlens predict``.
 - ``serving.rest_json``, ``serving.errors``: TF Serving's REST JSON and error statuses.
 

@@ -65,7 +65,12 @@ def add_cli(subparsers: Any) -> None:
         help="use the union of IMAGE_mask*.png next to each image (BUSI layout) as its mask",
     )
     predict.add_argument("--modality", help="`modality` feature of the Examples (Example inputs)")
-    predict.add_argument("--out", type=Path, help="write <stem>_gradcam.png and <stem>.json here")
+    predict.add_argument(
+        "--out",
+        type=Path,
+        help="write <stem>_gradcam.png (with the outline of the ROI the model used, when it "
+        "was not the whole image) and <stem>.json here",
+    )
     predict.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
     predict.set_defaults(func=run_predict)
 
@@ -206,6 +211,14 @@ def _class_name(classes: Sequence[str], class_id: int) -> str:
     return classes[class_id] if 0 <= class_id < len(classes) else f"class_{class_id}"
 
 
+def _text(value: Any) -> str:
+    """A string output (bytes over gRPC, bytes or str from REST) as str."""
+    value = value.item() if isinstance(value, np.ndarray) else value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
 def _write_outputs(
     out_dir: Path, stem: str, item: _Item, row: dict[str, np.ndarray], record: dict, alpha: float
 ) -> None:
@@ -213,7 +226,8 @@ def _write_outputs(
 
     if C.GRADCAM in row:
         overlay = out_dir / f"{stem}_gradcam.png"
-        overlay.write_bytes(overlay_png(item.image_bytes, row[C.GRADCAM], alpha))
+        roi_mask = row.get(C.ROI_MASK)  # models exported before the ROI outputs have none
+        overlay.write_bytes(overlay_png(item.image_bytes, row[C.GRADCAM], alpha, roi_mask))
         record["gradcam_overlay"] = overlay.name
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
 
@@ -286,7 +300,9 @@ def run_predict(args: argparse.Namespace) -> int:
                 shown = ", ".join(
                     f"{_class_name(args.classes, i)}={p:.4f}" for i, p in enumerate(probabilities)
                 )
-                print(f"{item.path}\t{class_name}\t{shown}", flush=True)
+                roi_source = _text(result[C.ROI_SOURCE]) if C.ROI_SOURCE in result else None
+                roi = f"\troi={roi_source}" if roi_source is not None else ""
+                print(f"{item.path}\t{class_name}\t{shown}{roi}", flush=True)
                 if args.out:
                     record = {
                         "image": str(item.path),
@@ -302,6 +318,8 @@ def run_predict(args: argparse.Namespace) -> int:
                     for name in (C.POSITIVE_PROBABILITY, C.THRESHOLD):
                         if name in result:  # models exported with an operating threshold
                             record[name] = float(np.asarray(result[name]))
+                    if roi_source is not None:
+                        record[C.ROI_SOURCE] = roi_source
                     if C.GRADCAM in result:
                         record[C.GRADCAM] = np.asarray(result[C.GRADCAM]).tolist()
                     stem = _unique_stem(item.path.stem, used_stems)

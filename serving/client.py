@@ -32,6 +32,9 @@ from serving.errors import (
 )
 
 InputFormat = Literal["auto", "images", "examples"]
+# Outputs whose dtype REST's JSON numbers do not tell (floats default to float32, ints to
+# int64): decoded as the signatures declare them, so REST and gRPC return the same dtypes.
+REST_OUTPUT_DTYPES: dict[str, np.dtype] = {C.ROI_MASK: np.dtype(np.uint8)}
 _REST_CODES = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -259,7 +262,10 @@ class RestClient(_BaseClient):
         if outputs is None:
             raise ServingError(f"response without 'outputs' ({self.describe(signature)}): {doc}")
         if isinstance(outputs, dict) and not rest_json.is_b64(outputs):
-            return {name: rest_json.output_value_to_array(v) for name, v in outputs.items()}
+            return {
+                name: rest_json.output_value_to_array(v, REST_OUTPUT_DTYPES.get(name))
+                for name, v in outputs.items()
+            }
         return {"outputs": rest_json.output_value_to_array(outputs)}  # single-output signature
 
     def _post(self, url: str, payload: bytes, signature: str) -> dict[str, Any]:

@@ -301,14 +301,24 @@ def response_json(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any]
     return {"predictions": [{n: col[i] for n, col in columns.items()} for i in range(batch)]}
 
 
-def output_value_to_array(value: Any) -> np.ndarray:
-    """A JSON output value -> numpy: {"b64"} -> bytes, floats -> float32, ints -> int64.
+def output_value_to_array(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
+    """A JSON output value -> numpy: {"b64"} and JSON strings -> bytes (object arrays, as
+    gRPC's DT_STRING), floats -> float32, ints -> int64, unless `dtype` (the output's known
+    dtype) says otherwise.
 
-    REST carries no dtypes; float32/int64 are what the LesionLens signatures return.
+    REST carries no dtypes; float32/int64 are what most LesionLens outputs are. A DT_STRING
+    output not named ``*_bytes`` comes as UTF-8 text (TF Serving's rule), and is encoded
+    back to bytes here, so both transports answer the same.
     """
     if is_b64(value) or (isinstance(value, list) and _first_leaf_is_b64(value)):
         return _decode_b64_tree(value)
     array = np.asarray(value)
+    if array.dtype.kind == "U":
+        flat = np.empty(array.size, dtype=object)
+        flat[:] = [text.encode("utf-8") for text in array.ravel().tolist()]
+        return flat.reshape(array.shape)
+    if dtype is not None and array.dtype.kind in "fiub":
+        return array.astype(dtype)
     if array.dtype.kind == "f":
         return array.astype(np.float32)
     if array.dtype.kind in "iu":

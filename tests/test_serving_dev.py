@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from modules import contract as C
 from serving import overlay
 from serving.cli import add_cli
 from serving.client import GrpcClient, RestClient
@@ -50,6 +51,7 @@ from serving.errors import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"a_rgb.png": (40, 30), "b_grey.jpg": (25, 50), "c_wide.png": (400, 8)}
+ROI = C.ROI_MASK_SIZE
 
 
 def _image_bytes(width: int, height: int, seed: int = 0, fmt: str = "PNG", mode: str = "RGB"):
@@ -152,6 +154,17 @@ def _direct_images(direct, images: list[bytes], masks: list[bytes] | None = None
     return {name: value.numpy() for name, value in out.items()}
 
 
+def _assert_outputs_equal(got: dict, expected: dict) -> None:
+    """Same output names, dtypes and values (numbers to 1e-6, strings exactly)."""
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        assert got[name].dtype == want.dtype, name
+        if want.dtype == object:
+            assert got[name].tolist() == want.tolist(), name
+        else:
+            np.testing.assert_allclose(got[name], want, atol=1e-6, err_msg=name)
+
+
 def _good_inputs() -> dict:
     return {"image_bytes": [_image_bytes(20, 20)], "mask_bytes": [b""]}
 
@@ -181,8 +194,9 @@ def test_grpc_predict_matches_direct_call(server, direct, batch):
     assert out["gradcam"].shape == (batch, FEATURE, FEATURE)
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-6)
     assert out["gradcam"].min() >= 0.0 and out["gradcam"].max() <= 1.0
-    for name in expected:
-        np.testing.assert_allclose(out[name], expected[name], atol=1e-6)
+    assert out["roi_source"].tolist() == [b"given" if i == 1 else b"none" for i in range(batch)]
+    assert out["roi_mask"].shape == (batch, ROI, ROI) and out["roi_mask"].dtype == np.uint8
+    _assert_outputs_equal(out, expected)
 
 
 def test_serving_default_examples_and_version_label(server, direct):
@@ -190,11 +204,30 @@ def test_serving_default_examples_and_version_label(server, direct):
     expected = _direct_images(direct, images)
     with GrpcClient(server.grpc_target, "toy", version_label="stable") as client:
         out = client.predict_images(images, image_ids=["x.png", "y.png"])  # serving_default
-    for name in expected:
-        np.testing.assert_allclose(out[name], expected[name], atol=1e-6)
+    _assert_outputs_equal(out, expected)
     with GrpcClient(server.grpc_target, "toy", signature="predict_only") as client:
         out = client.predict_images(images)
-    assert set(out) == {"probabilities", "class_id"}
+    assert set(out) == {"probabilities", "class_id", "roi_source", "roi_mask"}
+
+
+def test_predict_no_mask_ignores_request_masks(server, direct):
+    """The deployable signature: masks in the Examples are ignored, on both transports."""
+    images = [_image_bytes(30, 20, seed=11), _image_bytes(25, 25, seed=12)]
+    masks = [_mask_bytes(30, 20), _mask_bytes(25, 25)]
+    no_mask = _direct_images(direct, images)
+    with_mask = _direct_images(direct, images, masks)
+    assert with_mask["roi_source"].tolist() == [b"given", b"given"]
+    for client in (
+        GrpcClient(server.grpc_target, "toy", signature="predict_no_mask"),
+        RestClient(server.rest_url, "toy", signature="predict_no_mask"),
+    ):
+        out = client.predict_images(images, masks)
+        assert set(out) == {"probabilities", "class_id", "roi_source", "roi_mask"}
+        assert out["roi_source"].tolist() == [b"none", b"none"]
+        assert out["roi_mask"].dtype == np.uint8 and out["roi_mask"].shape == (2, ROI, ROI)
+        assert out["roi_mask"].all()
+        np.testing.assert_allclose(out["probabilities"], no_mask["probabilities"], atol=1e-6)
+        client.close()
 
 
 def test_grpc_metadata_and_status(server):
@@ -228,9 +261,13 @@ def test_rest_matches_grpc(server):
         via_grpc = client.predict_images(images)
     for signature in ("predict_images", "serving_default"):
         rest = RestClient(server.rest_url, "toy", signature=signature).predict_images(images)
-        for name in via_grpc:
-            assert rest[name].dtype == via_grpc[name].dtype
-            np.testing.assert_allclose(rest[name], via_grpc[name], atol=1e-6)
+        _assert_outputs_equal(rest, via_grpc)  # roi_source: bytes, roi_mask: uint8, on both
+    masks = [_mask_bytes(30, 20), b""]
+    with GrpcClient(server.grpc_target, "toy", signature="serving_default") as client:
+        masked = client.predict_images(images, masks)
+    rest = RestClient(server.rest_url, "toy", signature="serving_default")
+    _assert_outputs_equal(rest.predict_images(images, masks), masked)
+    assert masked["roi_source"].tolist() == [b"given", b"none"]
 
     # Row format, as a curl user would send it: one object per instance, bytes as {"b64"}.
     instances = [
@@ -241,6 +278,8 @@ def test_rest_matches_grpc(server):
     status, doc = _http(url, {"signature_name": "predict_images", "instances": instances})
     assert status == 200, doc
     assert [row["class_id"] for row in doc["predictions"]] == via_grpc["class_id"].tolist()
+    assert [row["roi_source"] for row in doc["predictions"]] == ["none", "none"]  # JSON text
+    assert np.array([row["roi_mask"] for row in doc["predictions"]]).shape == (2, ROI, ROI)
     np.testing.assert_allclose(
         [row["probabilities"] for row in doc["predictions"]], via_grpc["probabilities"], atol=1e-6
     )
@@ -453,16 +492,78 @@ def test_predict_cli_folder_writes_overlays_and_json(server, images, tmp_path, c
     assert code == 0, captured.err
     printed = captured.out.strip().splitlines()
     assert [Path(line.split("\t")[0]).name for line in printed] == sorted(SIZES)
+    assert all(line.split("\t")[3] == "roi=none" for line in printed)  # bare images
     for name, size in SIZES.items():
         stem = Path(name).stem
         with Image.open(out_dir / f"{stem}_gradcam.png") as picture:
             assert picture.size == size and picture.mode == "RGB"
+            assert not _green_pixels(picture)  # whole image: no ROI outline
         record = json.loads((out_dir / f"{stem}.json").read_text())
         assert record["image_size"] == list(size)
         assert record["class_name"] == ["healthy", "sick"][record["class_id"]]
         assert abs(sum(record["probabilities"]) - 1.0) < 1e-5
         assert np.asarray(record["gradcam"]).shape == (FEATURE, FEATURE)
+        assert record["roi_source"] == "none" and record["mask"] is None
     assert not (out_dir / "a_rgb_mask.json").exists()
+
+
+def _green_pixels(picture: Image.Image) -> int:
+    """Pixels of the ROI outline's colour (the jet blend never makes pure green)."""
+    return int((np.asarray(picture.convert("RGB")) == overlay.OUTLINE_COLOUR).all(-1).sum())
+
+
+@pytest.mark.parametrize("rest", [False, True])
+def test_predict_cli_with_mask_outlines_the_given_roi(server, images, tmp_path, capsys, rest):
+    out_dir = tmp_path / "out"
+    address = server.rest_url if rest else server.grpc_target
+    argv = ["predict", "--server", address, "--model", "toy", "--signature", "serving_default"]
+    mask = images / "a_rgb_mask.png"  # the centre half of the 40x30 image
+    argv += [str(images / "a_rgb.png"), "--mask", str(mask), "--out", str(out_dir)]
+    code = _run_cli([*argv, "--rest"] if rest else argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    [line] = captured.out.splitlines()
+    assert line.split("\t")[3] == "roi=given"
+    record = json.loads((out_dir / "a_rgb.json").read_text())
+    assert record["roi_source"] == "given" and record["mask"] == str(mask)
+    with Image.open(out_dir / "a_rgb_gradcam.png") as picture:
+        green = np.asarray(picture.convert("RGB")) == overlay.OUTLINE_COLOUR
+    rows, cols = np.nonzero(green.all(-1))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 21, 10, 29)
+    assert not green.all(-1)[12:18, 15:25].any()  # the ROI's interior keeps the heatmap
+
+
+def test_predict_cli_no_mask_signature_ignores_the_mask(server, images, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    argv = ["predict", "--server", server.grpc_target, "--model", "toy"]
+    argv += ["--signature", "predict_no_mask", "--sibling-masks", "--out", str(out_dir)]
+    code = _run_cli([*argv, str(images / "a_rgb.png")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.rstrip("\n").endswith("\troi=none")
+    record = json.loads((out_dir / "a_rgb.json").read_text())
+    assert record["roi_source"] == "none" and record["mask"].endswith("a_rgb_mask.png")
+    assert "gradcam" not in record and sorted(os.listdir(out_dir)) == ["a_rgb.json"]
+
+
+def test_predict_cli_serves_a_model_without_roi_outputs(tmp_path, images, capsys):
+    """A model exported before the ROI contract: the same three stdout fields and JSON keys."""
+    base = tmp_path / "models" / "old"
+    save_toy_model(base, version=1, roi_outputs=False)
+    out_dir = tmp_path / "out"
+    with serve(base, "old", port=0, rest_port=0) as handle:
+        for address, extra in ((handle.grpc_target, []), (handle.rest_url, ["--rest"])):
+            argv = ["predict", "--server", address, "--model", "old", *extra]
+            mask = images / "a_rgb_mask.png"
+            argv += [str(images / "a_rgb.png"), "--mask", str(mask), "--out", str(out_dir)]
+            code = _run_cli(argv)
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            assert len(captured.out.strip().split("\t")) == 3
+            record = json.loads((out_dir / "a_rgb.json").read_text())
+            assert "roi_source" not in record and record["gradcam_overlay"] == "a_rgb_gradcam.png"
+            with Image.open(out_dir / "a_rgb_gradcam.png") as picture:
+                assert not _green_pixels(picture)
 
 
 def test_predict_cli_rest_with_mask(server, images, tmp_path, capsys):
@@ -473,6 +574,7 @@ def test_predict_cli_rest_with_mask(server, images, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     record = json.loads((out_dir / "a_rgb.json").read_text())
     assert record["mask"] == str(mask) and record["image_size"] == [40, 30]
+    assert record["roi_source"] == "given"
 
 
 def test_predict_cli_skips_unreadable_and_rejected_images(server, images, tmp_path, capsys):

@@ -12,6 +12,7 @@ from conftest import bomb_jpeg, bomb_png, peak_rss_mb
 from PIL import Image
 
 from lesionlens.cli import main
+from modules import contract as C
 from serving.client import GrpcClient, RestClient
 from serving.dev.server import serve
 from serving.errors import InvalidRequestError
@@ -58,6 +59,36 @@ def test_predict_cli_writes_overlays_at_original_size(server, tmp_path, capsys):
     resp = json.loads((out / f"{stem}.json").read_text())
     assert np.array(resp["gradcam"]).shape == (2, 2)
     assert abs(sum(resp["probabilities"]) - 1) < 1e-5
+    if resp["mask"]:
+        assert resp["roi_source"] == C.ROI_GIVEN
+    else:
+        assert resp["roi_source"] in (C.ROI_PREDICTED, C.ROI_NONE)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(images)
+    assert all(line.split("\t")[3].removeprefix("roi=") in C.ROI_SOURCES for line in printed)
+
+
+def test_predict_cli_without_masks_uses_the_models_own_roi(server, tmp_path, capsys):
+    """Bare images (what a deployed client sends): the segmenter's ROI or the whole image."""
+    handle, raw = server
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    for name in ("benign (1).png", "benign (2).png"):
+        (folder / name).write_bytes((raw / "benign" / name).read_bytes())
+    out = tmp_path / "pred"
+    for signature in ("predict_images", "predict_no_mask"):
+        argv = ["predict", "--server", handle.grpc_target, "--model", "lesionlens"]
+        rc = main([*argv, "--signature", signature, "--out", str(out / signature), str(folder)])
+        assert rc == 0, capsys.readouterr().err
+    for name in ("benign (1)", "benign (2)"):
+        with_cam = json.loads((out / "predict_images" / f"{name}.json").read_text())
+        deployable = json.loads((out / "predict_no_mask" / f"{name}.json").read_text())
+        assert with_cam["roi_source"] in (C.ROI_PREDICTED, C.ROI_NONE)
+        assert deployable["roi_source"] == with_cam["roi_source"]
+        np.testing.assert_allclose(
+            deployable["probabilities"], with_cam["probabilities"], atol=1e-5
+        )
+        assert (out / "predict_images" / f"{name}_gradcam.png").is_file()
 
 
 def test_grpc_and_rest_agree_and_bad_input_is_rejected_cleanly(server):
@@ -70,6 +101,11 @@ def test_grpc_and_rest_agree_and_bad_input_is_rejected_cleanly(server):
     r = rest_client.predict_images([image, image], [mask, b""])
     np.testing.assert_allclose(g["probabilities"], r["probabilities"], atol=1e-5)
     assert g["gradcam"].shape == (2, 2, 2)
+    assert g["roi_source"].tolist() == r["roi_source"].tolist()  # bytes on both transports
+    assert g["roi_source"][0] == b"given" and g["roi_source"][1] in (b"predicted", b"none")
+    assert g["roi_mask"].dtype == r["roi_mask"].dtype == np.uint8
+    assert g["roi_mask"].shape == (2, C.ROI_MASK_SIZE, C.ROI_MASK_SIZE)
+    np.testing.assert_array_equal(g["roi_mask"], r["roi_mask"])
 
     wrong_mask = png_bytes(np.full((7, 9), 255, np.uint8))
     with pytest.raises(InvalidRequestError, match="mask size differs"):
@@ -92,7 +128,7 @@ def test_every_signature_rejects_a_bomb_by_its_header_and_survives_four_at_once(
     bomb = make_bomb()
     before = peak_rss_mb()
     limit = "20000x20000 pixels, above the pixel budget of 16000000"
-    for signature in ("predict_images", "serving_default", "predict_only"):
+    for signature in ("predict_images", "serving_default", "predict_only", "predict_no_mask"):
         client = GrpcClient(handle.grpc_target, "lesionlens", signature=signature)
         with pytest.raises(InvalidRequestError, match=limit):
             client.predict_images([bomb], [b""])
