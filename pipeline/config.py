@@ -37,7 +37,8 @@ def _absolute(path: str) -> str:
 
 @dataclass
 class PipelineConfig:
-    """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32."""
+    """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32; beyond
+    the paper, the classifier trains on the ROI it will serve (`train_roi`)."""
 
     data_root: str = os.path.join("demo_data", "records")  # relative: to the working directory
     output_root: str = "out"
@@ -49,9 +50,10 @@ class PipelineConfig:
     roi: bool = True
     # With ROI on, a lesion segmenter is trained in the pipeline and served in the same graph:
     # a request without a mask gets the segmenter's ROI (see modules/segmenter/). The
-    # classifier trains on the radiologist's masks ("mask", the paper) or on the segmenter's
-    # ("predicted": what it will see when serving without masks).
-    train_roi: TrainRoi = TrainRoi.MASK
+    # classifier trains on the segmenter's ROI ("predicted": what it sees when serving
+    # without masks; on BUSI it serves best, docs/RESULTS.md) or on the radiologist's masks
+    # ("mask": the paper, and the busi-paper profile).
+    train_roi: TrainRoi = TrainRoi.PREDICTED
     segmenter_size: int = 96  # the segmenter's input and mask side (a multiple of 8)
     segmenter_epochs: int = 40
     segmenter_learning_rate: float = 1e-3
@@ -143,7 +145,7 @@ PROFILES: dict[str, dict] = {
         max_regression={},
     ),
     # The paper's protocol on BUSI benign+malignant (ingest with --protocol paper).
-    "busi-paper": dict(data_root=os.path.join("out", "busi-paper", "records")),
+    "busi-paper": dict(data_root=os.path.join("out", "busi-paper", "records"), train_roi="mask"),
     # What fits a CPU-only machine without ImageNet weights (see README for measured numbers).
     "busi-cpu": dict(
         data_root=os.path.join("out", "busi-paper", "records"),

@@ -32,10 +32,10 @@ def test_installed_copy_is_what_runs_and_ships_the_schema(installed, tmp_path):
 def test_kills_during_transform_and_trainer_leave_mlmd_consistent(demo_pipeline):
     cfg, pushed, _ = demo_pipeline
     store = metadata_store.MetadataStore(metadata_connection(cfg))
-    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
-    states: dict[str, list[int]] = {}
-    for e in sorted(store.get_executions(), key=lambda e: e.id):
-        states.setdefault(types[e.type_id], []).append(e.last_known_state)
+    states: dict[str, list[int]] = {}  # node id (the classifier's Trainer is "Trainer") -> ...
+    for node in store.get_contexts_by_type("node"):
+        runs = sorted(store.get_executions_by_context(node.id), key=lambda e: e.id)
+        states[node.name.split(".", 1)[-1]] = [e.last_known_state for e in runs]
     for name in ("Transform", "Trainer"):  # killed once each, finished on a later run
         assert states[name][0] not in DONE and states[name][-1] in DONE, (name, states[name])
     cached = metadata_store_pb2.Execution.CACHED

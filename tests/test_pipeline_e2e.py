@@ -24,6 +24,7 @@ COMPONENTS = [
     "Smote",
     "Trainer",  # two: the segmenter's and the classifier's
     "SegmenterEvaluation",
+    "PredictedRoi",
     "Evaluator",
     "Pusher",
     "BootstrapIntervals",
@@ -103,7 +104,8 @@ def test_rerun_is_cached_and_unreachable_threshold_blocks_push(installed, demo_p
     strict = cfg.replace(thresholds={"binary_accuracy": 1.01})
     by = executions_by_component(store)
     cached = metadata_store_pb2.Execution.CACHED
-    upstream = ("StatisticsGen", "Transform", "Smote", "SegmenterEvaluation", "BootstrapIntervals")
+    upstream = ("StatisticsGen", "Transform", "Smote", "SegmenterEvaluation", "PredictedRoi")
+    upstream += ("BootstrapIntervals",)
     for name in (*upstream, "Trainer"):
         states = [e.last_known_state for e in by[name] if e.id not in seen]
         assert states == [cached] * (2 if name == "Trainer" else 1), name
@@ -140,7 +142,12 @@ def test_intervals_recomputed_independently_are_identical(demo_pipeline, first_r
     )
     assert json.loads(json.dumps(again)) == stored["slices"]
     tfma_overall = first_results["metrics"]["overall"]
+    # TFMA's AUC sums a 10,000-bucket histogram: scores closer than a bucket tie there (the
+    # 1-epoch model's scores can differ by 1e-5), so its AUC is comparable only when they don't.
+    resolved = np.diff(np.sort(decision)).min() > 2e-4
     for name, value in stored["slices"]["overall"]["metrics"].items():
+        if name == "auc" and not resolved:
+            continue
         if np.isfinite(value) and np.isfinite(tfma_overall[name]):
             tol = 0.02 if name == "auc" else 1e-6
             assert abs(value - tfma_overall[name]) <= tol, (name, value, tfma_overall[name])
