@@ -129,6 +129,9 @@ PREDICT_OUTPUTS = (*CLASS_OUTPUTS, GRADCAM)
 
 # Written beside the SavedModel: classes, image size, training summary.
 MODEL_INFO = "assets.extra/lesionlens.json"
+# TF Serving replays these PredictionLogs when it loads a version, so the first live request
+# does not pay for tracing and graph warm-up (serve-dev replays them too).
+WARMUP_REQUESTS = "assets.extra/tf_serving_warmup_requests"
 
 # --------------------------------------------------------------------------- metrics
 

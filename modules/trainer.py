@@ -24,6 +24,7 @@ from modules.options import OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
 from modules.transform import decode_images, decode_masks, prepare_images
+from modules.warmup import write_warmup_requests
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
@@ -230,6 +231,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     segmenter = load_segmenter(fn_args.base_model) if opts.segmenter_size else None
     signatures = _serving_signatures(model, segmenter, tf_transform_output, opts, decision)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+    for images, _ in eval_ds.take(1):  # two real eval images, re-encoded as PNG; TF Serving
+        warm = tf.cast(images[:2], tf.uint8).numpy()  # runs them on the version it loads,
+        write_warmup_requests(fn_args.serving_model_dir, warm, model_name="")  # any name
     info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info))
     with tf.io.gfile.GFile(info, "w") as f:

@@ -130,3 +130,25 @@ def test_unusable_inputs_get_a_defined_answer(demo_pipeline, served):
         image_bytes=tf.constant([field(record, C.IMAGE)]), mask_bytes=tf.constant([b""])
     )
     assert again[C.ROI_SOURCE].numpy().tolist() == [b"predicted"]
+
+
+def test_warmup_requests_parse_and_serve_dev_replays_them(demo_pipeline):
+    """TF Serving's warm-up file: PredictionLogs for every predict signature, both ROI paths;
+    serve-dev replays them when it loads the version."""
+    from pathlib import Path
+
+    from modules.warmup import read_warmup_requests
+    from serving.dev.model_store import Servable
+
+    model_dir = demo_pipeline[1]
+    logs = read_warmup_requests(model_dir)
+    names = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert sorted(set(names)) == sorted(C.PREDICT_SIGNATURES)
+    masks = [
+        tf.make_ndarray(log.predict_log.request.inputs[C.MASK_BYTES]).tolist()
+        for log in logs
+        if log.predict_log.request.model_spec.signature_name == C.PREDICT_IMAGES
+    ]
+    assert [all(m == b"" for m in ms) for ms in masks] == [True, False]  # without / with
+    servable = Servable("lesionlens", 1, Path(model_dir))
+    assert servable.warmup_requests == len(logs) == 5

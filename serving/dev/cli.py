@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modules import contract as C
 from serving.dev.limits import Limits
 
 STOP_TIMEOUT_S = 20.0
@@ -111,6 +112,13 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         f"from {server.store.latest.path}",
         flush=True,
     )
+    latest = server.store.latest
+    if latest.warmup_requests:
+        print(
+            f"  warm-up: {latest.warmup_requests} requests from {C.WARMUP_REQUESTS} replayed "
+            f"in {latest.warmup_seconds:.1f} s",
+            flush=True,
+        )
     print(f"  gRPC: {server.grpc_target}", flush=True)
     if server.rest_url:
         print(f"  REST: {server.rest_url}/v1/models/{server.model_name}", flush=True)

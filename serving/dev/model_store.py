@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,26 @@ class Servable:
         self.signature_defs = _read_signature_defs(path)
         self._loaded = tf.saved_model.load(str(path))
         self._functions = dict(self._loaded.signatures)
+        self.warmup_requests, self.warmup_seconds = self._warm_up()
+
+    def _warm_up(self) -> tuple[int, float]:
+        """Replays the version's `assets.extra/tf_serving_warmup_requests` as TF Serving
+        does at load; a failing one fails the load (TF Serving's rule too)."""
+        from modules.warmup import read_warmup_requests
+
+        logs = read_warmup_requests(str(self.path))
+        start = time.perf_counter()
+        for log in logs:
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            try:
+                self.run(request.model_spec.signature_name, inputs)
+            except StatusError as error:
+                raise ValueError(
+                    f"{self.path}: warm-up request for signature "
+                    f"{request.model_spec.signature_name!r} failed: {error}"
+                ) from None
+        return len(logs), time.perf_counter() - start
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """The SignatureDef `name` ('' = serving_default); FAILED_PRECONDITION if absent."""
