@@ -467,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta_path = model_dir / C.MODEL_INFO
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     size = int(meta.get("image_size", 299))
+    temperature = float(meta.get("decision", {}).get("temperature", 1.0))
 
     machine = machine_info()
     print(f"[bench] loading {model_dir} (image_size {size})", flush=True)
@@ -474,7 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     def keras_forward(images: tf.Tensor) -> tf.Tensor:
-        return keras_model(images, training=False)
+        # the served probabilities are softmax(logits / T): the same calibration here
+        probabilities = keras_model(images, training=False)
+        return tf.nn.softmax(tf.math.log(probabilities) / temperature)
 
     loaded = tf.saved_model.load(str(model_dir))
     signatures = loaded.signatures
