@@ -19,6 +19,7 @@ import tf_keras as keras
 from modules import contract as C
 
 PROBABILITY = "lesion_probability"
+WIDTH = 16
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,23 @@ def _conv_block(x, filters: int, name: str):
     return x
 
 
-def build_segmenter(image_size: int, mask_size: int) -> keras.Model:
+def build_segmenter(image_size: int, mask_size: int, width: int = WIDTH) -> keras.Model:
     """Whole image [B, S, S, 3] (float 0..255, as the classifier's input) -> P(lesion)
-    [B, m, m, 1]; the input is resized to m = `mask_size` inside the model."""
+    [B, m, m, 1]; the input is resized to m = `mask_size` inside the model. `width`: the
+    first level's channels, doubled at each of the three levels below."""
     if mask_size % 8:
         raise ValueError(f"segmenter_size must be a multiple of 8, got {mask_size}")
     inputs = keras.Input((image_size, image_size, 3), name=C.FULL_IMAGE, dtype=tf.float32)
     x = keras.layers.Resizing(mask_size, mask_size, name="to_mask_size")(inputs)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
     skips = []
-    for level, filters in enumerate((16, 32, 64)):
+    widths = (width, 2 * width, 4 * width)
+    for level, filters in enumerate(widths):
         x = _conv_block(x, filters, f"down{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(name=f"pool{level}")(x)
-    x = _conv_block(x, 128, "bottom")
-    for level, filters in reversed(list(enumerate((16, 32, 64)))):
+    x = _conv_block(x, 8 * width, "bottom")
+    for level, filters in reversed(list(enumerate(widths))):
         x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
         x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         x = _conv_block(x, filters, f"dec{level}")
