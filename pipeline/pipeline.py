@@ -17,6 +17,7 @@ from modules import atomic_push
 from modules import contract as C
 from modules.anomalies_gate import AnomaliesGate
 from modules.intervals import BootstrapIntervals
+from modules.model_card.component import ModelCard
 from modules.options import SegmenterOptions, TrainerOptions, TrainRoi, TransformOptions
 from modules.segmenter.evaluation import SegmenterEvaluation
 from modules.segmenter.predicted_roi import PredictedRoi
@@ -138,6 +139,14 @@ def create_pipeline(
             )
         ),
     )
+    model_card = ModelCard(
+        model=trainer.outputs["model"],
+        pushed_model=pusher.outputs["pushed_model"],
+        data_root=cfg.data_root,
+        code_version=code,
+        intervals=intervals.outputs["intervals"] if cfg.confidence_intervals else None,
+        segmentation=segmenter_components[1].outputs["evaluation"] if cfg.roi else None,
+    )
     components = [
         example_gen,
         statistics_gen,
@@ -151,6 +160,7 @@ def create_pipeline(
         model_resolver,
         evaluator,
         pusher,
+        model_card,
     ]
     if cfg.confidence_intervals:
         components.append(intervals)

@@ -27,6 +27,7 @@ COMPONENTS = [
     "PredictedRoi",
     "Evaluator",
     "Pusher",
+    "ModelCard",
     "BootstrapIntervals",
 ]
 

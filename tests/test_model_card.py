@@ -1,0 +1,109 @@
+"""The model card: built only from what the run recorded, and written into the pushed
+version by the pipeline."""
+
+import json
+import os
+
+from modules.model_card.card import CARD_JSON, CARD_MARKDOWN, build_card, render_markdown
+
+INFO = {
+    "classes": ["benign", "malignant"],
+    "image_size": 160,
+    "weights": "none",
+    "roi": True,
+    "train_roi": "predicted",
+    "segmenter_size": 96,
+    "epochs": 16,
+    "seed": 42,
+    "train_seconds": 549.0,
+    "operating_point": "sensitivity",
+    "operating_target": 0.95,
+    "decision": {
+        "temperature": 2.807,
+        "threshold": 0.2379,
+        "eval_sensitivity": 0.968,
+        "eval_specificity": 0.582,
+    },
+}
+SLICE = {
+    "example_count": 96,
+    "metrics": {"auc": 0.797, "binary_accuracy": 0.646, "recall": 0.8, "specificity": 0.576},
+    "intervals": {"auc": [0.69, 0.88], "binary_accuracy": [0.55, 0.74]},
+}
+INTERVALS = {
+    "split": "test",
+    "method": "percentile bootstrap, resampled within each class",
+    "level": 0.95,
+    "slices": {"overall": SLICE},
+    "oracle_slices": {"overall": {**SLICE, "metrics": {**SLICE["metrics"], "auc": 0.705}}},
+    "at_probability_0_5": {"overall": SLICE},
+    "calibration": {"uncalibrated": {"ece": 0.151}, "calibrated": {"ece": 0.140}},
+}
+SEGMENTATION = {
+    "split": "test",
+    "slices": {
+        "overall": {
+            "example_count": 96,
+            "metrics": {"dice": 0.674, "iou": 0.565, "roi_dice": 0.602},
+            "intervals": {"dice": [0.617, 0.727]},
+        }
+    },
+    "baselines_dice": {"all_foreground": 0.165, "centre_disk": 0.230},
+}
+MANIFEST = {
+    "dataset": "busi",
+    "modality": "ultrasound",
+    "protocol": "paper",
+    "seed": 42,
+    "counts": {"train": {"benign": 305, "malignant": 147}, "test": {"benign": 66, "malignant": 31}},
+    "excluded_classes": {"normal": 133},
+    "duplicate_groups": [{"members": ["a", "b"]}, {"members": ["c", "d", "e"]}],
+    "label_conflicts": [{"group_id": "c"}],
+    "leakage": {"groups_spanning_splits": 53, "test_with_duplicate_in_train": 25},
+    "skipped": [],
+}
+
+
+def test_card_states_the_recorded_figures():
+    card = build_card(INFO, INTERVALS, SEGMENTATION, MANIFEST, {"tensorflow": "2.21.0"}, "17")
+    assert card["data"]["near_duplicate_groups"] == 2
+    assert card["data"]["images_in_near_duplicate_groups"] == 5
+    assert card["data"]["label_conflict_groups"] == 1
+    assert card["test_metrics"]["deployable"]["overall"]["metrics"]["auc"] == 0.797
+    assert card["test_metrics"]["oracle"]["overall"]["metrics"]["auc"] == 0.705
+    assert (
+        card["decision"]["threshold"] == 0.2379 and card["decision"]["test_ece_calibrated"] == 0.14
+    )
+    assert card["segmenter"]["dice"] == 0.674
+    text = render_markdown(card)
+    assert "Research use only, not for clinical decisions" in text
+    assert "| overall | 96 | 0.797 [0.69, 0.88] | 0.646 [0.55, 0.74]" in text
+    assert "ORACLE" in text and "| overall | 96 | 0.705 [0.69, 0.88]" in text
+    assert "train: benign 305, malignant 147" in text
+    assert "25 test images have a near-duplicate in the training split" in text
+    assert "Trained from random initialisation" in text
+    assert "Dice 0.674 [0.62, 0.73]" in text
+    assert "threshold 0.2379 on calibrated P(malignant)" in text
+
+
+def test_card_without_optional_records():
+    card = build_card({**INFO, "roi": False}, None, None, None, {}, "not pushed")
+    text = render_markdown(card)
+    assert "no ingestion manifest" in text and "Test metrics" not in text
+    assert "ORACLE" not in text and "segmenter" not in text.split("## Limitations")[0].lower()
+
+
+def test_pipeline_writes_the_card_into_the_pushed_version(demo_pipeline):
+    cfg, pushed, _ = demo_pipeline
+    with open(os.path.join(pushed, CARD_JSON)) as f:
+        card = json.load(f)
+    with open(os.path.join(cfg.data_root, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert card["model"]["version"] == os.path.basename(pushed)
+    assert card["data"]["counts"] == manifest["counts"]
+    overall = card["test_metrics"]["deployable"]["overall"]
+    assert overall["images"] == sum(manifest["counts"]["test"].values())
+    assert card["segmenter"]["images"] == overall["images"]
+    with open(os.path.join(pushed, CARD_MARKDOWN)) as f:
+        text = f.read()
+    assert f"version {os.path.basename(pushed)}" in text and "## Limitations" in text
