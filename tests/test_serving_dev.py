@@ -656,3 +656,73 @@ def test_batch_and_in_flight_limits_answer_at_once(model_base):
         assert status == 413 and "exceeds the limit" in doc["error"]
         with pytest.raises(ServingError, match="RESOURCE_EXHAUSTED"):
             client.predict_images([b"x" * 2**20])
+
+
+# --- versions pushed while serving, TF Serving's flags ---------------------------------------
+
+
+def test_serve_dev_loads_a_newly_pushed_version_and_skips_a_broken_one(tmp_path):
+    """As TF Serving polls its base path: a version pushed while serving is loaded and
+    answers the next requests; a version that cannot load leaves the current one serving."""
+    import time
+
+    base = tmp_path / "toy"
+    save_toy_model(base, version=1, seed=7)
+    image = [_image_bytes(12, 12)]
+    loaded = []
+    with serve(
+        base, "toy", port=0, rest_port=None, poll_seconds=0.2, on_new_version=loaded.append
+    ) as handle:
+        with GrpcClient(handle.grpc_target, "toy", signature="predict_images") as client:
+            first = client.predict_images(image)["probabilities"]
+            save_toy_model(tmp_path / "staging", version=2, seed=8)
+            (tmp_path / "staging" / "2").rename(base / "2")  # a push appears whole
+            deadline = time.monotonic() + 60
+            while handle.version != 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert handle.version == 2 and [s.version for s in loaded] == [2]
+            second = client.predict_images(image)["probabilities"]
+            expected = (
+                tf.saved_model.load(str(base / "2"))
+                .signatures["predict_images"](
+                    image_bytes=tf.constant(image), mask_bytes=tf.constant([b""])
+                )["probabilities"]
+                .numpy()
+            )
+            np.testing.assert_allclose(second, expected, atol=1e-6)
+            assert not np.allclose(first, second)
+            (base / "3").mkdir()
+            (base / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+            time.sleep(1.5)  # several polls: the broken version is tried once, then skipped
+            assert handle.version == 2 and len(loaded) == 1
+            np.testing.assert_allclose(
+                client.predict_images(image)["probabilities"], expected, atol=1e-6
+            )
+
+
+def test_tf_serving_flag_names_and_model_config_file(tmp_path):
+    from serving.dev.cli import _model_source, add_serve_dev_arguments
+
+    parser = argparse.ArgumentParser()
+    add_serve_dev_arguments(parser)
+    args = parser.parse_args(
+        ["--model_base_path", "/models/toy", "--model_name", "toy", "--port", "9000"]
+        + ["--rest_api_port", "9001", "--file_system_poll_wait_seconds", "5"]
+    )
+    assert (args.model_dir, args.model_name, args.port) == (Path("/models/toy"), "toy", 9000)
+    assert (args.rest_port, args.poll_seconds) == (9001, 5.0)
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "toy" base_path: "/models/toy" '
+        'model_platform: "tensorflow" } }'
+    )
+    args = parser.parse_args(["--model_config_file", str(config)])
+    assert _model_source(args) == (Path("/models/toy"), "toy")
+    config.write_text(
+        'model_config_list { config { name: "a" base_path: "/a" } config { name: "b" '
+        'base_path: "/b" } }'
+    )
+    with pytest.raises(ValueError, match="serves one model; the file names 2"):
+        _model_source(parser.parse_args(["--model_config_file", str(config)]))
+    with pytest.raises(ValueError, match="--model-dir .* or --model_config_file"):
+        _model_source(parser.parse_args([]))

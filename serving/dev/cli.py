@@ -39,19 +39,48 @@ def _version_label(text: str) -> tuple[str, int]:
 
 def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``serve-dev`` (also used by ``python -m serving.dev``)."""
+    # tensorflow_model_server's flag names are accepted too, so a TF Serving command line
+    # (or a docker-compose file) runs against serve-dev unchanged.
     parser.add_argument(
         "--model-dir",
-        required=True,
+        "--model_base_path",
+        dest="model_dir",
         type=Path,
         help="<serving_root>/<model_name> holding version dirs, or one version dir",
     )
     parser.add_argument(
-        "--model-name", help="default: the model dir's name (a version dir's parent's name)"
+        "--model-name",
+        "--model_name",
+        dest="model_name",
+        help="default: the model dir's name (a version dir's parent's name)",
+    )
+    parser.add_argument(
+        "--model-config-file",
+        "--model_config_file",
+        dest="model_config_file",
+        type=Path,
+        help="a TF Serving models.config (ModelServerConfig text proto) naming one model "
+        "(name, base_path) instead of --model-dir / --model-name",
     )
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
-    parser.add_argument("--rest-port", type=int, default=8501, help="REST port (0 = any free)")
+    parser.add_argument(
+        "--rest-port",
+        "--rest_api_port",
+        dest="rest_port",
+        type=int,
+        default=8501,
+        help="REST port (0 = any free)",
+    )
     parser.add_argument("--no-rest", action="store_true", help="serve gRPC only")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument(
+        "--file-system-poll-wait-seconds",
+        "--file_system_poll_wait_seconds",
+        dest="poll_seconds",
+        type=float,
+        default=1.0,
+        help="how often to look for a newly pushed version and load it (<= 0: never)",
+    )
     parser.add_argument(
         "--version-label",
         action="append",
@@ -80,6 +109,30 @@ def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_source(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """(model dir, model name) from --model-dir / --model-name or a models.config."""
+    if args.model_config_file is None:
+        if args.model_dir is None:
+            raise ValueError("give --model-dir (--model_base_path) or --model_config_file")
+        return args.model_dir, args.model_name
+    if args.model_dir is not None:
+        raise ValueError("give either --model-dir or --model_config_file, not both")
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(args.model_config_file.read_text(), config)
+    except (OSError, text_format.ParseError) as error:
+        raise ValueError(f"{args.model_config_file}: {error}") from None
+    models = list(config.model_config_list.config)
+    if len(models) != 1:
+        raise ValueError(
+            f"{args.model_config_file}: serve-dev serves one model; the file names {len(models)}"
+        )
+    return Path(models[0].base_path), models[0].name or None
+
+
 def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None = None) -> int:
     """Starts the dev server, prints its addresses and blocks until Ctrl-C / SIGTERM."""
     import signal
@@ -89,14 +142,21 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         from serving.dev.server import serve as serve_fn
 
     try:
+        model_dir, model_name = _model_source(args)
         server = serve_fn(
-            args.model_dir,
-            args.model_name,
+            model_dir,
+            model_name,
             port=args.port,
             rest_port=None if args.no_rest else args.rest_port,
             host=args.host,
             version_labels=dict(args.version_label),
             limits=Limits(args.max_in_flight, args.max_batch_size, args.max_request_mb * 2**20),
+            poll_seconds=args.poll_seconds,
+            on_new_version=lambda s: print(
+                f"Loaded version {s.version} from {s.path}"
+                + (f" (warm-up: {s.warmup_requests} requests)" if s.warmup_requests else ""),
+                flush=True,
+            ),
         )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

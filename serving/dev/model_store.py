@@ -264,13 +264,35 @@ class Servable:
 class ModelStore:
     """The servables of one model name plus version labels; resolves a request's ModelSpec."""
 
-    def __init__(self, servables: Sequence[Servable], version_labels: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        servables: Sequence[Servable],
+        version_labels: Mapping[str, int],
+        model_dir: str | Path | None = None,
+    ) -> None:
         self.servables = {s.version: s for s in servables}
         self.name = servables[0].name
+        self.model_dir = model_dir
         missing = {k: v for k, v in version_labels.items() if v not in self.servables}
         if missing:
             raise ValueError(f"version labels point at versions that are not loaded: {missing}")
         self.version_labels = dict(version_labels)
+
+    def load_newer(self) -> Servable | None:
+        """Loads a version above the latest if one was pushed (TF Serving's file-system
+        polling with the `latest` policy) and swaps it in, keeping versions that labels name;
+        returns it, or None. Requests in flight finish on the version they started with."""
+        if self.model_dir is None:
+            return None
+        _, versions = find_versions(self.model_dir)
+        newest = max(versions)
+        if newest <= self.latest.version:
+            return None
+        log.info("loading model %r version %d from %s", self.name, newest, versions[newest])
+        servable = Servable(self.name, newest, versions[newest])
+        labelled = {v: self.servables[v] for v in self.version_labels.values()}
+        self.servables = {**labelled, newest: servable}  # one assignment: readers see old or new
+        return servable
 
     @classmethod
     def from_dir(
@@ -284,7 +306,8 @@ class ModelStore:
         version = max(versions)
         name = model_name or default_name
         log.info("loading model %r version %d from %s", name, version, versions[version])
-        return cls([Servable(name, version, versions[version])], version_labels or {})
+        servable = Servable(name, version, versions[version])
+        return cls([servable], version_labels or {}, model_dir)
 
     @property
     def latest(self) -> Servable:

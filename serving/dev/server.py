@@ -43,7 +43,13 @@ from tensorflow_serving.apis import (
 
 from serving import rest_json
 from serving.dev.limits import Limits
-from serving.dev.model_store import DEFAULT_SIGNATURE, ModelStore, Servable, StatusError
+from serving.dev.model_store import (
+    DEFAULT_SIGNATURE,
+    ModelStore,
+    Servable,
+    StatusError,
+    find_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +414,31 @@ class DevServer:
             )
             self._http_thread.start()
 
+    def start_polling(
+        self, seconds: float, on_new_version: Callable[[Servable], None] | None = None
+    ) -> None:
+        """Loads newly pushed versions in a background thread until `stop()`."""
+
+        def poll() -> None:
+            failed: set[int] = set()  # versions that did not load: not retried
+            while not self._stopped.wait(seconds):
+                newest = -1
+                try:
+                    newest = max(find_versions(self.store.model_dir)[1])
+                    if newest in failed:
+                        continue
+                    servable = self.store.load_newer()
+                except Exception as error:  # noqa: BLE001 - a bad push must not stop serving
+                    failed.add(newest)
+                    log.error(
+                        "version %d not loaded, still serving %d: %s", newest, self.version, error
+                    )
+                    continue
+                if servable is not None and on_new_version is not None:
+                    on_new_version(servable)
+
+        threading.Thread(target=poll, name="dev-server-poll", daemon=True).start()
+
     @property
     def model_name(self) -> str:
         return self.store.name
@@ -458,6 +489,8 @@ def serve(
     *,
     version_labels: Mapping[str, int] | None = None,
     limits: Limits | None = None,
+    poll_seconds: float = 1.0,
+    on_new_version: Callable[[Servable], None] | None = None,
 ) -> DevServer:
     """Loads the newest version under `model_dir` and serves it; returns once listening.
 
@@ -465,7 +498,10 @@ def serve(
     `model_name` defaults to that base dir's name. Port 0 picks a free port (read the actual
     ones from the handle); `rest_port=None` turns REST off. `version_labels` maps TF Serving
     version labels (e.g. ``{"stable": 3}``) to loaded versions. `limits` bounds concurrent
-    predict requests and batch sizes (defaults: `Limits()`).
+    predict requests and batch sizes (defaults: `Limits()`). Every `poll_seconds` (> 0) the
+    model dir is checked for a newer version, which is loaded (and warmed up) beside the
+    serving one and then swapped in; `on_new_version` is called with it. A version that fails
+    to load is logged and skipped, and the current one keeps serving (TF Serving's rule).
     """
     store = ModelStore.from_dir(model_dir, model_name, version_labels)
     admission = _Admission(limits or Limits())
@@ -503,6 +539,8 @@ def serve(
         http_server.daemon_threads = True
     grpc_server.start()
     server = DevServer(store, grpc_server, bound, http_server, host, admission)
+    if poll_seconds > 0:
+        server.start_polling(poll_seconds, on_new_version)
     log.info(
         "serving %s v%d: gRPC %s, REST %s",
         store.name,
