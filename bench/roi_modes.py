@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
@@ -105,6 +107,18 @@ def rows(protocol: str, variant: str, res: dict) -> list[str]:
     return out
 
 
+def run_isolated(protocol: str, data: str, out: str, variant: str, args) -> dict:
+    """One variant in a child process: memory of in-process pipeline runs accumulates (five
+    in one process reached 20 GB on a 24 GB machine)."""
+    argv = [sys.executable, "-m", "bench.roi_modes", "--child", "--data", f"{protocol}={data}"]
+    argv += ["--out", out, "--variants", variant]
+    for flag in ("image_size", "epochs", "weights", "segmenter_size", "segmenter_epochs", "seed"):
+        argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    subprocess.run(argv, check=True)
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", action="append", required=True, help="NAME=ingest output")
@@ -116,11 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--segmenter-size", type=int, default=96)
     p.add_argument("--segmenter-epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     from pipeline.console import log_to_console, quiet_libraries
 
     log_to_console()
     quiet_libraries()
+    if args.child:  # one protocol, one variant, in this process; results to OUT/result.json
+        protocol, _, data = args.data[0].partition("=")
+        res = run_variant(data, args.out, args.variants, args)
+        with open(os.path.join(args.out, "result.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        return 0
     results = {}
     table = [
         "| protocol | variant | " + " | ".join(METRICS) + " |",
@@ -129,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.data:
         protocol, _, data = item.partition("=")
         for variant in args.variants.split(","):
-            out = os.path.join(args.out, protocol, variant)
-            res = run_variant(os.path.abspath(data), os.path.abspath(out), variant, args)
+            out = os.path.abspath(os.path.join(args.out, protocol, variant))
+            os.makedirs(out, exist_ok=True)
+            res = run_isolated(protocol, os.path.abspath(data), out, variant, args)
             results[f"{protocol}/{variant}"] = res
             table += rows(protocol, variant, res)
             with open(os.path.join(args.out, "roi_modes.json"), "w") as f:
