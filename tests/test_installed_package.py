@@ -40,7 +40,8 @@ def test_kills_during_transform_and_trainer_leave_mlmd_consistent(demo_pipeline)
         assert states[name][0] not in DONE and states[name][-1] in DONE, (name, states[name])
     cached = metadata_store_pb2.Execution.CACHED
     assert states["StatisticsGen"][-1] == cached and states["Transform"][-1] == cached
-    assert states["Trainer"][-1] == metadata_store_pb2.Execution.COMPLETE
+    # the run after the kill trained (a later test may add a cached rerun)
+    assert states["Trainer"][1] == metadata_store_pb2.Execution.COMPLETE
     unfinished = [e.id for e in store.get_executions() if e.last_known_state not in DONE]
     assert len(unfinished) == 2
     for event in store.get_events_by_execution_ids(unfinished):
