@@ -23,6 +23,7 @@ from modules import model as M
 from modules.options import OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
+from modules.training import Progress, transformed_records
 from modules.transform import decode_images, decode_masks, prepare_images
 from modules.warmup import write_warmup_requests
 
@@ -41,10 +42,7 @@ def input_dataset(
         C.IMAGE: tf.io.FixedLenFeature([], tf.string),
         C.LABEL: tf.io.FixedLenFeature([], tf.int64),
     }
-    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if shuffle_seed is not None:
-        ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = transformed_records(file_patterns, shuffle_seed)
 
     @tf.autograph.experimental.do_not_convert
     def parse(serialized):
@@ -53,19 +51,6 @@ def input_dataset(
 
     ds = ds.batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
-
-
-class _Progress(keras.callbacks.Callback):
-    """One line per epoch: the Trainer log should say where a long run is."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs, self.t0 = epochs, time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        stats = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-        log.info("epoch %d/%d %s (%.0f s)", epoch + 1, self.epochs, stats, time.time() - self.t0)
 
 
 def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOptions):
@@ -221,7 +206,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         verbose=0,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-            _Progress(opts.epochs),
+            Progress(opts.epochs, log),
         ],
     )
     train_seconds = time.time() - t0

@@ -98,24 +98,24 @@ def encode_images(images: tf.Tensor) -> tf.Tensor:
     return tf.map_fn(tf.io.serialize_tensor, images, fn_output_signature=tf.string)
 
 
-def decode_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
-    """Inverse of `encode_images`, as float32 0..255 (EfficientNetV2 rescales internally)."""
-    images = tf.map_fn(
+def _parse_uint8(serialized: tf.Tensor, shape: list[int | None]) -> tf.Tensor:
+    """[B] serialized uint8 tensors -> uint8 [B, *shape]."""
+    return tf.map_fn(
         tf.autograph.experimental.do_not_convert(lambda s: tf.io.parse_tensor(s, tf.uint8)),
         serialized,
-        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        fn_output_signature=tf.TensorSpec([None] * len(shape), tf.uint8),
     )
+
+
+def decode_images(serialized: tf.Tensor, size: int) -> tf.Tensor:
+    """Inverse of `encode_images`, as float32 0..255 (EfficientNetV2 rescales internally)."""
+    images = _parse_uint8(serialized, [size, size, 3])
     return tf.cast(tf.ensure_shape(images, [None, size, size, 3]), tf.float32)
 
 
 def decode_masks(serialized: tf.Tensor, size: int) -> tf.Tensor:
     """The `lesion_mask` feature -> uint8 [B, size, size], 1 = lesion."""
-    masks = tf.map_fn(
-        tf.autograph.experimental.do_not_convert(lambda s: tf.io.parse_tensor(s, tf.uint8)),
-        serialized,
-        fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
-    )
-    return tf.ensure_shape(masks, [None, size, size])
+    return tf.ensure_shape(_parse_uint8(serialized, [size, size]), [None, size, size])
 
 
 def _flat(t: tf.Tensor) -> tf.Tensor:

@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 from modules import contract as C
 from modules.options import SegmenterOptions, from_custom_config
 from modules.segmenter import network as S
+from modules.training import Progress, transformed_records
 from modules.transform import decode_images, decode_masks
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -39,10 +40,7 @@ def segmentation_dataset(
         C.HAS_MASK: tf.io.FixedLenFeature([], tf.int64),
         C.LABEL: tf.io.FixedLenFeature([], tf.int64),
     }
-    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if shuffle_seed is not None:
-        ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = transformed_records(file_patterns, shuffle_seed)
     ds = ds.map(lambda r: tf.io.parse_single_example(r, spec))
     ds = ds.filter(lambda d: (d[C.HAS_MASK] == 1) | (d[C.LABEL] == NORMAL))
 
@@ -64,22 +62,6 @@ def mean_dice(model: keras.Model, ds: tf.data.Dataset) -> float:
     return float(np.concatenate(scores).mean()) if scores else float("nan")
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs, self.t0 = epochs, time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        stats = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-        log.info(
-            "segmenter epoch %d/%d %s (%.0f s)",
-            epoch + 1,
-            self.epochs,
-            stats,
-            time.time() - self.t0,
-        )
-
-
 # TFX Trainer will call this function.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains the U-Net with Dice + BCE and exports it as a Keras SavedModel, which the
@@ -98,7 +80,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         validation_data=eval_ds,
         epochs=opts.epochs,
         verbose=0,
-        callbacks=[_Progress(opts.epochs)],
+        callbacks=[Progress(opts.epochs, log, "segmenter epoch")],
     )
     seconds = time.time() - t0
     eval_dice = mean_dice(model, eval_ds)
