@@ -20,6 +20,9 @@ setup(
         "tensorflow-data-validation==1.21.0",
         "ml-metadata==1.21.0",
         "apache-beam[gcp]==2.77.0",
+        # tfx 1.21's "kfp" extra (kfp>=2.6,<2.17): the Kubeflow V2 / Vertex AI compiler
+        "kfp==2.16.1",
+        "kfp-pipeline-spec==2.16.1",
         "imbalanced-learn==0.14.1",
         "tensorflow-serving-api>=2.19.1,<2.22",
         "Pillow>=11,<13",
