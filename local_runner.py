@@ -18,7 +18,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 from modules import contract as C  # noqa: E402
-from pipeline.config import DEMO_DATA, PROFILES, PipelineConfig, profile  # noqa: E402
+from pipeline.config import DEMO_DATA, PipelineConfig  # noqa: E402
+from pipeline.flags import add_model_flags, config_from_flags  # noqa: E402
 
 DEMO_RAW = os.path.join("demo_data", "busi")
 log = logging.getLogger("lesionlens")
@@ -59,80 +60,25 @@ def ensure_demo_data(records: str) -> None:
     log.info("ingested %s:\n%s", records, job.summary_table(manifest))
 
 
-def _threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name.strip():
-            raise ValueError(text)
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}") from None
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     p.add_argument("--data", help="ingestion output folder (OUT of `lesionlens ingest`)")
     p.add_argument("--output-root", help="pipeline root, MLMD and serving folder (default ./out)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
-    p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
-    p.add_argument(
-        "--train-roi",
-        choices=["mask", "predicted"],
-        help="the classifier trains on the radiologist's masks (the paper) or on the "
-        "segmenter's (what it serves without masks)",
-    )
-    p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
-    p.add_argument("--segmenter-epochs", type=int)
-    p.add_argument("--smote", choices=["pixel", "none"])
-    p.add_argument("--model-name")
-    p.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        type=_threshold,
-        metavar="METRIC=VALUE",
-        help="an overall lower bound the Evaluator blesses on, e.g. auc=0.8 (repeatable; "
-        "adds to the profile's)",
-    )
-    p.add_argument("--no-cache", action="store_true")
+    add_model_flags(p, default_profile="demo")
     p.add_argument("--verbose", action="store_true", help="show every TFX / Beam / TF log line")
     return p.parse_args(argv)
 
 
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """Relative --data / --output-root: from the working directory."""
+    return config_from_flags(args, data_root=args.data, output_root=args.output_root)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {
-        k: v
-        for k, v in {
-            "data_root": args.data and os.path.abspath(args.data),
-            "output_root": args.output_root and os.path.abspath(args.output_root),
-            "epochs": args.epochs,
-            "image_size": args.image_size,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "weights": args.weights,
-            "smote": args.smote,
-            "train_roi": args.train_roi,
-            "segmenter_size": args.segmenter_size,
-            "segmenter_epochs": args.segmenter_epochs,
-            "model_name": args.model_name,
-        }.items()
-        if v is not None
-    }
-    if args.no_roi:
-        overrides["roi"] = False
-    if args.no_cache:
-        overrides["enable_cache"] = False
-    cfg = profile(args.profile, **overrides)
-    if args.threshold:
-        cfg = cfg.replace(thresholds={**cfg.thresholds, **dict(args.threshold)})
+    cfg = pipeline_config(args)
     from pipeline.console import log_to_console, quiet_libraries
 
     log_to_console()

@@ -1,7 +1,8 @@
 """`create_pipeline`: wires the components and nothing else (the ML code is in modules/).
 
 The metadata store and the Beam options come from the runner (local_runner.py supplies
-sqlite and DirectRunner; an orchestrator supplies its own), as in TFX's templates.
+sqlite and DirectRunner; kubeflow_v2_runner.py none, Vertex AI's own MLMD, and Dataflow),
+as in TFX's templates.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def create_pipeline(
     cfg: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
     beam_pipeline_args: list[str],
+    schema_file: str | None = None,
 ) -> tfx.dsl.Pipeline:
+    """`schema_file`: the curated schema as the executors will read it (default: this
+    installation's copy; a container-based runner passes the path inside its image)."""
     code = modules_fingerprint()
     example_gen = tfx.components.ImportExampleGen(
         input_base=cfg.data_root,
@@ -40,7 +44,7 @@ def create_pipeline(
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path())
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file or schema_path())
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )

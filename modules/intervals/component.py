@@ -37,7 +37,7 @@ BATCH = 32
 class MetricIntervals(Artifact):
     """Per-slice point estimates and bootstrap intervals of the test-split metrics."""
 
-    TYPE_NAME = "LesionLensMetricIntervals"
+    TYPE_NAME = "lesionlens.MetricIntervals"  # namespace.Name: what KFP / Vertex accept
 
 
 def _image_id(record: bytes) -> bytes:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class ModelCardArtifact(Artifact):
     """The model card of one run (also copied into the pushed version)."""
 
-    TYPE_NAME = "LesionLensModelCard"
+    TYPE_NAME = "lesionlens.ModelCard"  # namespace.Name: what KFP / Vertex accept
 
 
 def _read_json(path: str) -> dict | None:

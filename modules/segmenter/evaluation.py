@@ -39,7 +39,7 @@ class SegmenterQualityError(RuntimeError):
 class SegmentationMetrics(Artifact):
     """Per-slice Dice / IoU of the segmenter with bootstrap intervals."""
 
-    TYPE_NAME = "LesionLensSegmentationMetrics"
+    TYPE_NAME = "lesionlens.SegmentationMetrics"  # namespace.Name: what KFP / Vertex accept
 
 
 def _feature(ex: tf.train.Example, name: str):

@@ -1,0 +1,81 @@
+"""The model flags every runner accepts (`--profile`, `--epochs`, `--weights`, ...), turned
+into a PipelineConfig; each runner adds its own paths and infrastructure flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.config import PROFILES, PipelineConfig, profile
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError(text)
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}") from None
+
+
+def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:
+    """`--profile` (required when `default_profile` is None) and the config's knobs."""
+    p.add_argument(
+        "--profile",
+        default=default_profile,
+        required=default_profile is None,
+        choices=sorted(PROFILES),
+    )
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
+    p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
+    p.add_argument(
+        "--train-roi",
+        choices=["mask", "predicted"],
+        help="the classifier trains on the radiologist's masks (the paper) or on the "
+        "segmenter's (what it serves without masks)",
+    )
+    p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
+    p.add_argument("--segmenter-epochs", type=int)
+    p.add_argument("--smote", choices=["pixel", "none"])
+    p.add_argument("--model-name")
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        type=_threshold,
+        metavar="METRIC=VALUE",
+        help="an overall lower bound the Evaluator blesses on, e.g. auc=0.8 (repeatable; "
+        "adds to the profile's)",
+    )
+    p.add_argument("--no-cache", action="store_true")
+
+
+def config_from_flags(args: argparse.Namespace, **paths: str | None) -> PipelineConfig:
+    """The profile with the flags given and the runner's paths (`data_root`, `output_root`;
+    None keeps the profile's) applied."""
+    knobs = {
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "weights": args.weights,
+        "smote": args.smote,
+        "train_roi": args.train_roi,
+        "segmenter_size": args.segmenter_size,
+        "segmenter_epochs": args.segmenter_epochs,
+        "model_name": args.model_name,
+        **paths,
+    }
+    overrides = {k: v for k, v in knobs.items() if v is not None}
+    if args.no_roi:
+        overrides["roi"] = False
+    if args.no_cache:
+        overrides["enable_cache"] = False
+    cfg = profile(args.profile, **overrides)
+    if args.threshold:
+        cfg = cfg.replace(thresholds={**cfg.thresholds, **dict(args.threshold)})
+    return cfg
