@@ -28,6 +28,9 @@ setup(
         "Pillow>=11,<13",
         "ImageHash==4.3.2",
         "numpy>=1.26,<2.3",
+        # Beam's DaskRunner (apache-beam[dask]): `lesionlens score` / `ingest` on dask clusters
+        "dask==2025.12.0",
+        "distributed==2025.12.0",
     ],
     extras_require={
         "dev": ["pytest==8.3.4", "ruff==0.8.4"],

@@ -280,4 +280,4 @@ def build_raw_example(
     if label is not None:
         feats[LABEL] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(label)]))
     example = example_pb2.Example(features=feature_pb2.Features(feature=feats))
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # same bytes in every process

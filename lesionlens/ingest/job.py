@@ -13,13 +13,17 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from lesionlens import beam_files
 from lesionlens.ingest import layouts, records, splits
 from modules import contract as C
 
-SKIPPED_TAG = "skipped"
+OK, SKIPPED_TAG = "ok", "skipped"
+SHARD_SIZE = 5000  # examples per TFRecord file (at least one file per split)
 log = logging.getLogger(__name__)
 
 
@@ -42,19 +46,15 @@ class IngestError(RuntimeError):
     """Nothing valid to write, or the source cannot be used at all."""
 
 
-class _ReadFn(beam.DoFn):
-    def __init__(self, max_pixels: int) -> None:
-        super().__init__()
-        self.max_pixels = max_pixels
-
-    def process(self, c: layouts.Candidate):
-        try:
-            yield records.read_record(c, self.max_pixels)
-        except records.BadInput as e:
-            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": str(e)})
-        except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
-            reason = f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
-            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, {"path": c.image_id, "reason": reason})
+def _read(c: layouts.Candidate, max_pixels: int) -> tuple[str, object]:
+    """(OK, Record) or (SKIPPED, {"path", "reason"}): one odd file never fails the job."""
+    try:
+        return OK, records.read_record(c, max_pixels)
+    except records.BadInput as e:
+        return SKIPPED_TAG, {"path": c.image_id, "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
+        reason = f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
+        return SKIPPED_TAG, {"path": c.image_id, "reason": reason}
 
 
 def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
@@ -88,59 +88,93 @@ def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
     }
 
 
-def _with_split(rec: records.Record, plan: dict):
-    entry = plan["assignment"].get(rec.image_id)
-    if entry is not None:
-        yield entry[0], (rec, entry[1])
+def _assignments(plan: dict):
+    for image_id, (split, group_id, _label) in plan["assignment"].items():
+        yield image_id, (split, group_id)
+
+
+def _to_shard(joined: tuple[str, dict], shards: int, modality: str, dataset: str):
+    """(split, shard) -> serialized example, for each image the plan kept (once)."""
+    image_id, parts = joined
+    for rec in list(parts["record"])[:1]:
+        for split, group_id in parts["split"]:
+            example = records.to_example(rec, modality, dataset, group_id)
+            yield (split, beam_files.shard_of(image_id, shards)), (image_id, example)
+
+
+def _write_shard(out: str, shards: int):
+    def write(key: tuple[str, int], items: list[tuple[str, bytes]]) -> int:
+        split, shard = key
+        name = f"{C.SHARD_PREFIX}-{shard:05d}-of-{shards:05d}{C.SHARD_SUFFIX}"
+        path = FileSystems.join(out, split, name)
+        with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
+            for _, example in sorted(items):
+                _TFRecordUtil.write_record(f, example)
+        return len(items)
+
+    return write
+
+
+def _write_json(path: str, lines: bool):
+    def write(_key, items: list) -> int:
+        if lines:
+            text = "".join(json.dumps(x) + "\n" for x in sorted(items, key=json.dumps))
+        else:
+            text = json.dumps(items[0])
+        beam_files.write_bytes(path, text.encode())
+        return len(items)
+
+    return write
 
 
 def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: str, dataset: str):
     """Wires the Beam graph: read + validate, one global split plan, per-split TFRecords, and
-    the plan and skipped inputs as JSON for the manifest."""
+    the plan and skipped inputs as JSON for the manifest.
+
+    Only Create, ParDo, GroupByKey and Flatten, with no tagged outputs, side inputs or output
+    from finish_bundle, and every sink feeding one last step: so the DaskRunner (which
+    supports just those and computes only the last transform) runs it like the others.
+    """
     modality = C.LAYOUT_MODALITY[layout]
+    shards = max(1, -(-len(disc.candidates) // SHARD_SIZE))
     read = (
         p
-        | "Candidates" >> beam.Create(disc.candidates, reshuffle=True)
-        | "ReadAndValidate"
-        >> beam.ParDo(_ReadFn(cfg.max_pixels)).with_outputs(SKIPPED_TAG, main="ok")
+        | "Candidates" >> beam.Create(disc.candidates)
+        | "ReadAndValidate" >> beam.Map(_read, cfg.max_pixels)
     )
+    good = read | "Good" >> beam.Filter(lambda r: r[0] == OK) | "Records" >> beam.Values()
     plan = (
-        read.ok
-        | "Keys" >> beam.Map(lambda r: (r.image_id, r.label, r.phash))
-        | "AllKeys" >> beam.combiners.ToList()
-        | "Plan" >> beam.Map(_plan, cfg)
+        good
+        | "Keys" >> beam.Map(lambda r: (None, (r.image_id, r.label, r.phash)))
+        | "AllKeys" >> beam.GroupByKey()
+        | "Plan" >> beam.MapTuple(lambda _, keys: _plan(sorted(keys), cfg))
     )
-    keyed = read.ok | "AttachSplit" >> beam.FlatMap(_with_split, beam.pvalue.AsSingleton(plan))
-    for split in C.SPLITS:
-        (
-            keyed
-            | f"Only_{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
-            | f"ToExample_{split}"
-            >> beam.Map(lambda kv: records.to_example(kv[1][0], modality, dataset, kv[1][1]))
-            | f"Write_{split}"
-            >> beam.io.WriteToTFRecord(
-                FileSystems.join(cfg.out, split, C.SHARD_PREFIX),
-                file_name_suffix=C.SHARD_SUFFIX,
-                compression_type=beam.io.filesystem.CompressionTypes.GZIP,
-            )
-        )
+    joined = {
+        "record": good | "ById" >> beam.Map(lambda r: (r.image_id, r)),
+        "split": plan | "Assignments" >> beam.FlatMap(_assignments),
+    } | "AttachSplit" >> beam.CoGroupByKey()
     work = FileSystems.join(cfg.out, "_work")
-    (
+    written = [
+        joined
+        | "ToExamples" >> beam.FlatMap(_to_shard, shards, modality, dataset)
+        | "WriteShards"
+        >> beam_files.WriteGroups(
+            _write_shard(cfg.out, shards),
+            empty_groups=[(s, i) for s in C.SPLITS for i in range(shards)],
+        ),
         plan
-        | "SavePlan" >> beam.Map(json.dumps)
+        | "PlanKey" >> beam.Map(lambda x: (None, x))
         | "WritePlan"
-        >> beam.io.WriteToText(
-            FileSystems.join(work, "plan"), file_name_suffix=".json", shard_name_template=""
-        )
-    )
-    (
-        read.skipped
-        | "SkippedJson" >> beam.Map(json.dumps)
+        >> beam_files.WriteGroups(_write_json(FileSystems.join(work, "plan.json"), False)),
+        read
+        | "Bad" >> beam.Filter(lambda r: r[0] == SKIPPED_TAG)
+        | "SkippedKey" >> beam.Map(lambda r: (None, r[1]))
         | "WriteSkipped"
-        >> beam.io.WriteToText(
-            FileSystems.join(work, "skipped"), file_name_suffix=".jsonl", shard_name_template=""
-        )
-    )
+        >> beam_files.WriteGroups(
+            _write_json(FileSystems.join(work, "skipped.jsonl"), True), empty_groups=[None]
+        ),
+    ]
+    return written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Map(lambda n: n)
 
 
 def _read_text(path: str) -> str:
@@ -174,8 +208,7 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
             FileSystems.delete([m.path for m in old])
 
     options = PipelineOptions(beam_args or [])
-    with beam.Pipeline(options=options) as p:
-        build(p, disc, cfg, layout, dataset)
+    beam_files.run_pipeline(lambda p: build(p, disc, cfg, layout, dataset), options)
 
     work = FileSystems.join(cfg.out, "_work")
     plan = json.loads(_read_text(FileSystems.join(work, "plan.json")) or "null")

@@ -1,0 +1,1 @@
+"""`lesionlens score`: batch scoring of images with a pushed SavedModel on Apache Beam."""

@@ -1,0 +1,213 @@
+"""The Beam scoring job: plan inputs, read and validate, batch, RunInference, write.
+
+Uses only Create, ParDo, GroupByKey and Flatten, with no tagged outputs, side inputs or
+output from finish_bundle, so it runs unchanged on the DirectRunner, Dataflow and Beam's
+DaskRunner (whose translation supports exactly those, and computes only the graph's last
+transform: every sink therefore feeds one final step).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from lesionlens.beam_files import run_pipeline
+from lesionlens.score import sinks, sources
+from lesionlens.score.inference import ExampleSignatureHandler, check_signature, resolve_model
+from modules import contract as C
+
+log = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+LABEL_NAMES = {label: name for name, label in reversed(C.LABELS.items())}  # first name wins
+
+
+@dataclass
+class ScoreConfig:
+    model: str
+    src: str
+    out: str
+    batch_size: int = 16
+    overlays: bool = False
+    alpha: float = 0.4
+    signature: str | None = None  # default: serving_default with overlays, else predict_only
+    classes: tuple[str, ...] | None = None  # default: the model's own (lesionlens.json)
+    num_shards: int = 0  # 0: one per 10,000 inputs
+    max_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS
+
+
+class NothingScored(RuntimeError):
+    """No image could be scored; the summary says why."""
+
+
+def model_classes(model_path: str) -> tuple[str, ...]:
+    info = FileSystems.join(model_path, *C.MODEL_INFO.split("/"))
+    if FileSystems.exists(info):
+        with FileSystems.open(info, compression_type="uncompressed") as f:
+            classes = json.loads(f.read()).get("classes")
+        if classes:
+            return tuple(classes)
+    return tuple(C.DEFAULT_CLASSES["busi"])
+
+
+def _read(item, batch_size: int, max_pixels: int):
+    if isinstance(item, sources.RecordFile):
+        yield from sources.read_records(item, batch_size, max_pixels)
+    else:
+        yield sources.read_image(item, max_pixels)
+
+
+def _text(value) -> str:
+    value = value.item() if isinstance(value, np.ndarray) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class _ToRows(beam.DoFn):
+    """Prediction rows (and overlays) from scored batches; images the model refused become
+    rejected records."""
+
+    def __init__(self, out: str, classes: tuple[str, ...], overlays: bool, alpha: float):
+        super().__init__()
+        self.out, self.classes, self.overlays, self.alpha = out, classes, overlays, alpha
+
+    def setup(self) -> None:
+        self.done = 0
+
+    def process(self, result):
+        from tensorflow.core.example import example_pb2
+
+        (_, items), outputs = result.example, result.inference
+        for (path, label_name, raw), row in zip(items, outputs, strict=True):
+            if isinstance(row, str):
+                yield sinks.REJECTED, {"path": path, "reason": row}
+                continue
+            feats = example_pb2.Example.FromString(raw).features.feature
+            image_id = feats[C.IMAGE_ID].bytes_list.value[0].decode("utf-8")
+            label = feats[C.LABEL].int64_list.value[0] if C.LABEL in feats else None
+            class_id = int(row[C.CLASS_ID])
+            record = {
+                "image_id": image_id,
+                "path": path,
+                "label": label_name or (LABEL_NAMES.get(label) if label is not None else None),
+                "probabilities": [float(p) for p in row[C.PROBABILITIES]],
+                "class_id": class_id,
+                "class_name": self._name(class_id),
+                "threshold": float(row[C.THRESHOLD]) if C.THRESHOLD in row else None,
+                "positive_probability": float(row[C.POSITIVE_PROBABILITY])
+                if C.POSITIVE_PROBABILITY in row
+                else None,
+                "roi_source": _text(row[C.ROI_SOURCE]) if C.ROI_SOURCE in row else None,
+                "gradcam_overlay": None,
+            }
+            if self.overlays and C.GRADCAM in row:
+                from serving.overlay import overlay_png
+
+                image = feats[C.IMAGE].bytes_list.value[0]
+                png = overlay_png(image, row[C.GRADCAM], self.alpha, row.get(C.ROI_MASK))
+                record["gradcam_overlay"] = sinks.write_overlay(self.out, image_id, png)
+            yield sinks.PREDICTIONS, record
+        self.done += len(items)
+        log.info("scored %d images in this worker", self.done)
+
+    def _name(self, class_id: int) -> str:
+        return self.classes[class_id] if 0 <= class_id < len(self.classes) else str(class_id)
+
+
+def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: str, sig: str):
+    """Wires the graph; returns the final PCollection every output feeds."""
+    classes = cfg.classes or model_classes(model_path)
+    shards = cfg.num_shards or max(1, -(-len(plan.inputs) // 10_000))
+    read = (
+        p
+        | "Inputs" >> beam.Create(plan.inputs)
+        | "ReadAndValidate" >> beam.FlatMap(_read, cfg.batch_size, cfg.max_pixels)
+    )
+    rows = (
+        read
+        | "Good" >> beam.Filter(lambda r: r[0] == sources.OK)
+        | "KeyByBatch" >> beam.Map(lambda r: (r[1], r[2:]))
+        | "Batch" >> beam.GroupByKey()
+        | "SortBatch" >> beam.Map(lambda kv: [(kv[0], sorted(kv[1]))])  # one batch each
+        | "RunInference" >> RunInference(ExampleSignatureHandler(model_path, sig))
+        | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg.overlays, cfg.alpha))
+    )
+    bad = [
+        read
+        | "Bad" >> beam.Filter(lambda r: r[0] == sources.REJECTED)
+        | "BadRows" >> beam.Map(lambda r: {"path": r[1], "reason": r[2]}),
+        rows | "Refused" >> beam.Filter(lambda r: r[0] == sinks.REJECTED) | beam.Values(),
+    ]
+    if plan.skipped:
+        bad.append(p | "Skipped" >> beam.Create(plan.skipped))
+    written = [
+        rows
+        | "Scored" >> beam.Filter(lambda r: r[0] == sinks.PREDICTIONS)
+        | "ScoredRows" >> beam.Values()
+        | "WritePredictions" >> sinks.WriteShards(cfg.out, sinks.PREDICTIONS, shards),
+        bad
+        | "AllRejected" >> beam.Flatten()
+        | "WriteRejected" >> sinks.WriteShards(cfg.out, sinks.REJECTED, 1),
+    ]
+    return written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Map(lambda w: w)
+
+
+def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
+    """Runs the job; returns the summary (also OUT/summary.json). Raises ModelError,
+    ScoreInputError, or NothingScored (after writing the summary)."""
+    t0 = time.time()
+    model_path = resolve_model(cfg.model)
+    sig = cfg.signature or (C.SERVING_DEFAULT if cfg.overlays else C.PREDICT_ONLY)
+    outputs = check_signature(model_path, sig)
+    if cfg.overlays and C.GRADCAM not in outputs:
+        raise sources.ScoreInputError(
+            f"--overlays needs Grad-CAM, which signature {sig!r} does not return"
+        )
+    plan = sources.plan_inputs(cfg.src, cfg.batch_size)
+    log.info(
+        "scoring %d %s from %s with %s [%s]", len(plan.inputs), plan.kind, cfg.src, model_path, sig
+    )
+    sinks.clear_outputs(cfg.out)
+    t_run = time.time()
+    options = PipelineOptions(beam_args or [])
+    run_pipeline(lambda p: build(p, plan, cfg, model_path, sig), options)
+    seconds = time.time() - t_run
+    scored = sinks.read_jsonl(cfg.out, sinks.PREDICTIONS)
+    rejected = sinks.read_jsonl(cfg.out, sinks.REJECTED)
+    summary = {
+        "model": model_path,
+        "signature": sig,
+        "source": cfg.src,
+        "scored": len(scored),
+        "rejected": len(rejected),
+        "pipeline_seconds": round(seconds, 2),
+        "wall_seconds": round(time.time() - t0, 2),
+        "images_per_second": round(len(scored) / seconds, 2) if seconds > 0 else None,
+        "outputs": {
+            "predictions": FileSystems.join(cfg.out, f"{sinks.PREDICTIONS}-*.jsonl|parquet"),
+            "rejected": FileSystems.join(cfg.out, f"{sinks.REJECTED}-*.jsonl"),
+            "overlays": FileSystems.join(cfg.out, sinks.OVERLAYS) if cfg.overlays else None,
+        },
+    }
+    with FileSystems.create(FileSystems.join(cfg.out, SUMMARY)) as f:
+        f.write(json.dumps(summary, indent=2).encode())
+    if not scored:
+        raise NothingScored(
+            f"no image of {cfg.src} could be scored ({len(rejected)} rejected; reasons in "
+            f"{summary['outputs']['rejected']})"
+        )
+    return summary
+
+
+def summary_line(s: dict) -> str:
+    return (
+        f"scored {s['scored']}, rejected {s['rejected']}, "
+        f"{s['images_per_second']} images/s ({s['pipeline_seconds']} s in the pipeline, "
+        f"{s['wall_seconds']} s in all)"
+    )

@@ -1,0 +1,108 @@
+"""Where scores go: prediction rows as JSONL + Parquet shards, rejected inputs as JSONL, and
+one Grad-CAM overlay PNG per image; shards are written by lesionlens.beam_files (the same
+files on every runner, DaskRunner included)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from lesionlens.beam_files import WriteGroups, shard_of, write_bytes
+
+PREDICTIONS, REJECTED = "predictions", "rejected"
+OVERLAYS = "overlays"
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("probabilities", pa.list_(pa.float32())),
+        ("class_id", pa.int64()),
+        ("class_name", pa.string()),
+        ("threshold", pa.float32()),
+        ("positive_probability", pa.float32()),
+        ("roi_source", pa.string()),
+        ("gradcam_overlay", pa.string()),
+    ]
+)
+
+
+def shard_path(out: str, kind: str, shard: int, suffix: str) -> str:
+    return FileSystems.join(out, f"{kind}-{shard:05d}{suffix}")
+
+
+def _shard_writer(out: str, kind: str):
+    key = "image_id" if kind == PREDICTIONS else "path"
+
+    def write(shard: int, rows: list[dict]) -> dict:
+        rows = sorted(rows, key=lambda r: r[key])
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        write_bytes(shard_path(out, kind, shard, ".jsonl"), lines.encode("utf-8"))
+        if kind == PREDICTIONS:
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), buf)
+            write_bytes(shard_path(out, kind, shard, ".parquet"), buf.getvalue())
+        return {"kind": kind, "shard": shard, "rows": len(rows)}
+
+    return write
+
+
+class WriteShards(beam.PTransform):
+    """Rows -> `num_shards` files, a row's shard fixed by its image id (or path)."""
+
+    def __init__(self, out: str, kind: str, num_shards: int) -> None:
+        super().__init__()
+        self.out, self.kind, self.num_shards = out, kind, num_shards
+
+    def expand(self, rows):
+        key, n = ("image_id" if self.kind == PREDICTIONS else "path"), self.num_shards
+        return (
+            rows
+            | "ByShard" >> beam.Map(lambda r: (shard_of(r[key], n), r))
+            | "Write" >> WriteGroups(_shard_writer(self.out, self.kind))
+        )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._()/ -]+")
+
+
+def overlay_name(image_id: str) -> str:
+    """OUT-relative overlay path that keeps the source's folders (ids are unique)."""
+    stem = image_id.rsplit(".", 1)[0] if "." in image_id.rsplit("/", 1)[-1] else image_id
+    parts = [p for p in _UNSAFE.sub("_", stem).split("/") if p not in ("", ".", "..")]
+    return "/".join([OVERLAYS, *parts]) + "_gradcam.png"
+
+
+def write_overlay(out: str, image_id: str, png: bytes) -> str:
+    name = overlay_name(image_id)
+    write_bytes(FileSystems.join(out, *name.split("/")), png)
+    return name
+
+
+def clear_outputs(out: str) -> None:
+    """A rerun must not mix old shards or overlays with new ones."""
+    old = FileSystems.match(
+        [
+            FileSystems.join(out, f"{PREDICTIONS}-*"),
+            FileSystems.join(out, f"{REJECTED}-*"),
+            FileSystems.join(out, OVERLAYS, "**"),
+        ]
+    )
+    paths = [m.path for result in old for m in result.metadata_list]
+    if paths:
+        FileSystems.delete(paths)
+
+
+def read_jsonl(out: str, kind: str) -> list[dict]:
+    rows = []
+    for m in FileSystems.match([FileSystems.join(out, f"{kind}-*.jsonl")])[0].metadata_list:
+        with FileSystems.open(m.path, compression_type="uncompressed") as f:
+            rows += [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
+    return rows

@@ -1,0 +1,207 @@
+"""`lesionlens score`: the Beam batch-scoring job against the demo pipeline's pushed model, on
+the DirectRunner and on a local dask.distributed cluster (Beam's DaskRunner)."""
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import bomb_png, read_raw_examples
+from PIL import Image
+
+from lesionlens.cli import main
+from modules import contract as C
+
+
+@pytest.fixture(scope="module")
+def model(demo_pipeline):
+    """(Pusher base folder, the newest version loaded with tf.saved_model.load)."""
+    import tensorflow as tf
+
+    _, pushed, records = demo_pipeline
+    return os.path.dirname(pushed), tf.saved_model.load(pushed), records
+
+
+def served(loaded, examples: list[bytes], signature: str = C.SERVING_DEFAULT) -> dict:
+    import tensorflow as tf
+
+    out = loaded.signatures[signature](examples=tf.constant(examples))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def source(model, tmp_path_factory):
+    """Six good images (two with masks beside them) and five bad files, BUSI-style."""
+    _, _, records = model
+    raw = records.parent / "raw"
+    src = tmp_path_factory.mktemp("score_src")
+    good = []
+    for cls in ("benign", "malignant"):
+        (src / cls).mkdir()
+        names = sorted(p for p in os.listdir(raw / cls) if "_mask" not in p)[:3]
+        for name in names:
+            shutil.copy(raw / cls / name, src / cls / name)
+            good.append(f"{cls}/{name}")
+        stem = os.path.splitext(names[0])[0]
+        for mask in glob.glob(str(raw / cls / f"{stem}_mask*.png")):
+            shutil.copy(mask, src / cls)
+    bad = src / "benign"
+    (bad / "not_an_image.png").write_bytes(b"this is text")
+    (bad / "empty.png").write_bytes(b"")
+    data = (raw / good[0]).read_bytes()
+    (bad / "truncated.png").write_bytes(data[: len(data) // 2])
+    (bad / "bomb.png").write_bytes(bomb_png())
+    shutil.copy(raw / good[1], bad / "badmask.png")  # its mask is 5x5, the image is not
+    Image.new("L", (5, 5), 255).save(bad / "badmask_mask.png")
+    return src, good
+
+
+def rows_by_id(out) -> dict[str, dict]:
+    rows = [json.loads(line) for f in sorted(out.glob("predictions-*.jsonl")) for line in open(f)]
+    return {r["image_id"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def direct_run(model, source, tmp_path_factory):
+    base, _, _ = model
+    src, _ = source
+    out = tmp_path_factory.mktemp("score_direct")
+    rc = main(["score", base, str(src), str(out), "--overlays", "--batch-size", "4"])
+    return rc, out
+
+
+def test_every_good_image_scored_as_serving_default_scores_it(model, source, direct_run):
+    _, loaded, _ = model
+    src, good = source
+    rc, out = direct_run
+    assert rc == 0
+    rows = rows_by_id(out)
+    assert sorted(rows) == sorted(good)
+    examples = []
+    for image_id in good:
+        path = src / image_id
+        masks, mask = C.sibling_masks(str(path)), b""
+        if masks:
+            size = Image.open(path).size
+            mask = C.encode_mask(C.mask_union(masks, lambda p: open(p, "rb").read(), size))
+        examples.append(C.build_raw_example(path.read_bytes(), mask))
+    want = served(loaded, examples)
+    got = np.array([rows[i]["probabilities"] for i in good])
+    np.testing.assert_allclose(got, want[C.PROBABILITIES], atol=1e-5)
+    assert [rows[i]["class_id"] for i in good] == want[C.CLASS_ID].tolist()
+    sources = [rows[i]["roi_source"] for i in good]
+    assert sources == [s.decode() for s in want[C.ROI_SOURCE]]
+    assert sources.count(C.ROI_GIVEN) == 2  # the two images with masks beside them
+    for image_id in good:
+        r = rows[image_id]
+        assert r["label"] == image_id.split("/")[0]
+        assert r["class_name"] in ("benign", "malignant")
+        assert r["positive_probability"] == pytest.approx(r["probabilities"][1], abs=1e-6)
+        assert 0.0 < r["threshold"] < 1.0
+        overlay = Image.open(out / r["gradcam_overlay"])
+        assert overlay.size == Image.open(src / image_id).size
+    table = pq.read_table(glob.glob(str(out / "predictions-*.parquet"))).to_pylist()
+    assert {r["image_id"]: r["probabilities"] for r in table}.keys() == rows.keys()
+    for r in table:
+        np.testing.assert_allclose(r["probabilities"], rows[r["image_id"]]["probabilities"])
+
+
+def test_bad_files_are_rejected_with_their_reason(direct_run):
+    rc, out = direct_run
+    rejected = {
+        os.path.basename(r["path"]): r["reason"]
+        for f in out.glob("rejected-*.jsonl")
+        for r in map(json.loads, open(f))
+    }
+    assert set(rejected) == {
+        "not_an_image.png",
+        "empty.png",
+        "truncated.png",
+        "bomb.png",
+        "badmask.png",
+    }
+    assert "empty" in rejected["empty.png"]
+    assert "not a readable image" in rejected["not_an_image.png"]
+    assert "pixel budget" in rejected["bomb.png"]
+    assert "badmask_mask.png" in rejected["badmask.png"]
+    for path, reason in rejected.items():
+        assert path in reason
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scored"], summary["rejected"]) == (6, 5)
+    assert summary["signature"] == C.SERVING_DEFAULT
+
+
+def test_raw_tfrecords_scored_in_full(model, tmp_path):
+    base, loaded, records = model
+    out = tmp_path / "out"
+    pattern = os.path.join(str(records), "test", C.SHARD_GLOB)
+    assert main(["score", base, pattern, str(out), "--batch-size", "3"]) == 0
+    examples = read_raw_examples(records)
+    rows = rows_by_id(out)
+    assert len(rows) == len(examples)
+    want = served(loaded, examples)
+    ids = [
+        __import__("tensorflow")
+        .train.Example.FromString(e)
+        .features.feature[C.IMAGE_ID]
+        .bytes_list.value[0]
+        .decode()
+        for e in examples
+    ]
+    got = np.array([rows[i]["probabilities"] for i in ids])
+    np.testing.assert_allclose(got, want[C.PROBABILITIES], atol=1e-5)
+    assert all(rows[i]["gradcam_overlay"] is None for i in ids)  # predict_only: no Grad-CAM
+
+
+def test_unusable_model_or_source_exits_2(model, source, tmp_path, capsys):
+    base, _, _ = model
+    src, _ = source
+    assert main(["score", str(tmp_path / "nope"), str(src), str(tmp_path / "o")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    assert main(["score", base, str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"nope")
+    assert main(["score", base, str(only_bad), str(tmp_path / "o")]) == 2
+    assert "no image" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["rejected"] == 1
+
+
+def test_dask_cluster_gives_the_same_outputs(model, source, direct_run, tmp_path):
+    """Beam's DaskRunner on a local dask.distributed cluster of two worker processes."""
+    from distributed import LocalCluster
+
+    from lesionlens.score import job
+
+    base, _, _ = model
+    src, _ = source
+    _, direct_out = direct_run
+    out = tmp_path / "dask"
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert len(cluster.workers) == 2
+        cfg = job.ScoreConfig(base, str(src), str(out), batch_size=4, overlays=True)
+        summary = job.run(
+            cfg,
+            [
+                "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+                f"--dask_client_address={cluster.scheduler_address}",
+            ],
+        )
+    assert (summary["scored"], summary["rejected"]) == (6, 5)
+    dask_rows, direct_rows = rows_by_id(out), rows_by_id(direct_out)
+    assert dask_rows.keys() == direct_rows.keys()
+    for image_id, row in dask_rows.items():
+        want = direct_rows[image_id]
+        np.testing.assert_allclose(row["probabilities"], want["probabilities"], atol=1e-6)
+        assert {k: v for k, v in row.items() if k != "probabilities"} == {
+            k: v for k, v in want.items() if k != "probabilities"
+        }
+        assert (out / row["gradcam_overlay"]).is_file()
+    reasons = lambda d: sorted(  # noqa: E731
+        json.loads(line)["reason"] for f in d.glob("rejected-*.jsonl") for line in open(f)
+    )
+    assert reasons(out) == reasons(direct_out)
