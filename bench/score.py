@@ -12,7 +12,9 @@ Every variant scores the same images with the same model in this process's run:
 `+overlays` variants also write one Grad-CAM overlay PNG per image (serving_default; the
 others use predict_only). Images/s counts the whole job: model load, reading, validation,
 inference and writing (the bare loop counts its model load too; its load-free rate is shown
-beside it). Goal: direct-1 at >= 0.9x the bare loop.
+beside it). Goal: direct-1 at >= 0.9x the bare loop. On a machine with few cores, one TF
+process already uses them all: `--worker-threads 1` gives each worker process one core, so
+the 1 -> 2 worker scaling measures the job, not TF's own threading.
 
 Usage (from the repository root; MODEL = a pushed model, e.g. from `local_runner.py`):
 
@@ -113,6 +115,11 @@ def _timed(cfg, args: list[str]) -> dict:
     }
 
 
+def _median(rs: list[dict]) -> dict:
+    """The run with the median images/s (a real run, not a mix of several)."""
+    return sorted(rs, key=lambda r: r["images_per_second"])[len(rs) // 2]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -120,30 +127,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/bench_score")
     p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds (medians)")
+    p.add_argument(
+        "--worker-threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per worker process (TF_NUM_INTRAOP/INTEROP_THREADS) for the "
+        "multi-process variants; 0 = TF's default (all cores in every worker)",
+    )
     args = p.parse_args(argv)
+    if args.worker_threads:  # read by TF in the worker processes started below
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(args.worker_threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(args.worker_threads)
     if not os.path.isdir(args.src):
         print(f"skip: {args.src} not found (the BUSI folder or any image folder)")
         return 0
     from lesionlens.score.inference import resolve_model
 
     model_path = resolve_model(args.model)
-    results = {}
-    for variant in args.variants.split(","):
-        print(f"--- {variant}", flush=True)
-        if variant == "bare":
-            results[variant] = bare(model_path, args.src, args.batch_size, "predict_only")
-        else:
-            out = os.path.join(args.out, variant)
-            results[variant] = beam_job(model_path, args.src, out, variant, args.batch_size)
-        print(json.dumps(results[variant]), flush=True)
+    runs: dict[str, list[dict]] = {}
+    for round_ in range(args.repeats):  # interleaved rounds: drift hits every variant alike
+        for variant in args.variants.split(","):
+            print(f"--- {variant} (round {round_ + 1})", flush=True)
+            if variant == "bare":
+                r = bare(model_path, args.src, args.batch_size, "predict_only")
+            else:
+                out = os.path.join(args.out, variant)
+                r = beam_job(model_path, args.src, out, variant, args.batch_size)
+            runs.setdefault(variant, []).append(r)
+            print(json.dumps(r), flush=True)
+    results = {v: _median(rs) for v, rs in runs.items()}
     base = results.get("bare", {}).get("images_per_second")
-    print(f"\nmodel {model_path}\nsource {args.src}\n")
-    print(f"{'variant':<24}{'images':>8}{'seconds':>10}{'images/s':>10}{'vs bare':>9}")
+    print(f"\nmodel {model_path}\nsource {args.src}\nmedian of {args.repeats} round(s)\n")
+    print(f"{'variant':<24}{'images':>8}{'seconds':>10}{'images/s':>10}{'range':>16}{'vs bare':>9}")
     for variant, r in results.items():
         ratio = f"{r['images_per_second'] / base:.2f}x" if base else "-"
+        rates = [x["images_per_second"] for x in runs[variant]]
+        span = f"{min(rates):.1f}-{max(rates):.1f}"
         print(
             f"{variant:<24}{r['images']:>8}{r['seconds']:>10}{r['images_per_second']:>10}"
-            f"{ratio:>9}"
+            f"{span:>16}{ratio:>9}"
         )
     for runner in ("direct-mp", "dask"):
         for extra in ("", "+overlays"):
@@ -153,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"scaling {runner}{extra} 1 -> 2 workers: {scale:.2f}x")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench_score.json"), "w") as f:
-        json.dump({"model": model_path, "source": args.src, "results": results}, f, indent=2)
+        json.dump({"model": model_path, "source": args.src, "runs": runs}, f, indent=2)
     return 0
 
 

@@ -131,5 +131,7 @@ def overlay_png(
     elif isinstance(image, str | Path):
         image = Image.open(image)
     buffer = io.BytesIO()
-    blend(image, heatmap, alpha, roi_mask).save(buffer, format="PNG")
+    # Level 1: 6x faster than Pillow's default 6 on a blended photo (10 vs 62 ms at 448 px,
+    # files 15 % larger); a batch job writes one per image.
+    blend(image, heatmap, alpha, roi_mask).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

@@ -33,9 +33,9 @@ class Record:
     height: int
 
 
-def _open(path: str, data: bytes, what: str, max_pixels: int) -> Image.Image:
+def _open(path: str, data: bytes, what: str, max_pixels: int, decode: bool) -> Image.Image:
     try:
-        return C.open_image(path, data, what, max_pixels)
+        return C.open_image(path, data, what, max_pixels, decode=decode)
     except ValueError as e:
         raise BadInput(str(e)) from None
 
@@ -57,10 +57,13 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def read_record(c: Candidate, max_pixels: int, reader=read_bytes) -> Record:
-    """Validates a candidate; raises BadInput naming the offending file."""
+def read_record(
+    c: Candidate, max_pixels: int, reader=read_bytes, fingerprint: bool = True
+) -> Record:
+    """Validates a candidate; raises BadInput naming the offending file. `fingerprint=False`
+    skips the perceptual hash (only the split needs it; scoring does not)."""
     data = reader(c.path)
-    img = _open(c.path, data, "image", max_pixels)
+    img = _open(c.path, data, "image", max_pixels, decode=fingerprint)
     if img.format not in KEEP_FORMATS or img.mode not in KEEP_MODES:
         # The contract allows PNG/JPEG only: re-encode other formats/modes losslessly to PNG.
         img = img.convert("RGB") if img.mode not in KEEP_MODES else img
@@ -71,7 +74,7 @@ def read_record(c: Candidate, max_pixels: int, reader=read_bytes) -> Record:
             mask_bytes = C.encode_mask(C.mask_union(c.mask_paths, reader, img.size))
         except ValueError as e:
             raise BadInput(f"{e} ({c.path})") from None
-    phash = str(imagehash.phash(img.convert("L")))
+    phash = str(imagehash.phash(img.convert("L"))) if fingerprint else ""
     return Record(c.image_id, c.label, c.class_name, data, mask_bytes, phash, img.width, img.height)
 
 

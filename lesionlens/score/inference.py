@@ -10,7 +10,9 @@ and keeps Beam's RunInference semantics (one model per worker process, shared by
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,43 @@ def check_signature(model_path: str, signature: str) -> list[str]:
     return sorted(signatures[signature].outputs)
 
 
+# One load per model per worker process. Beam's own sharing (shared.Shared, held by the
+# DoFn) does not survive the DaskRunner, which rebuilds every DoFn for each partition: there
+# each partition would load the SavedModel again (about 10 s each).
+_MODELS: dict[str, Future] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _load(model_path: str) -> Any:
+    import tensorflow as tf
+
+    return tf.saved_model.load(model_path)
+
+
+def preload(model_path: str) -> Future:
+    """The model of this process, loading in a background thread if not yet started: the
+    read step calls it, so the load overlaps the reading of the images."""
+    with _MODELS_LOCK:
+        future = _MODELS.get(model_path)
+        if future is None:
+            future = _MODELS[model_path] = Future()
+            threading.Thread(target=_fill, args=(future, model_path), daemon=True).start()
+        return future
+
+
+def _fill(future: Future, model_path: str) -> None:
+    try:
+        future.set_result(_load(model_path))
+    except BaseException as e:  # noqa: BLE001 - re-raised where the model is needed
+        future.set_exception(e)
+
+
+def release(model_path: str) -> None:
+    """Drops this process's copy (the launcher calls it when an in-process run ends)."""
+    with _MODELS_LOCK:
+        _MODELS.pop(model_path, None)
+
+
 class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
     """Runs one planned batch of raw tf.Examples through `signature`; when the batch fails,
     retries its images one by one so one bad image costs only itself."""
@@ -75,9 +114,7 @@ class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
         self._signature = signature
 
     def load_model(self) -> Any:
-        import tensorflow as tf
-
-        return tf.saved_model.load(self._model_path)
+        return preload(self._model_path).result()
 
     def run_inference(
         self, batch: Sequence[Batch], model: Any, inference_args: dict | None = None

@@ -21,7 +21,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from lesionlens.beam_files import run_pipeline
 from lesionlens.score import sinks, sources
-from lesionlens.score.inference import ExampleSignatureHandler, check_signature, resolve_model
+from lesionlens.score.inference import (
+    ExampleSignatureHandler,
+    check_signature,
+    preload,
+    release,
+    resolve_model,
+)
 from modules import contract as C
 
 log = logging.getLogger(__name__)
@@ -57,11 +63,24 @@ def model_classes(model_path: str) -> tuple[str, ...]:
     return tuple(C.DEFAULT_CLASSES["busi"])
 
 
-def _read(item, batch_size: int, max_pixels: int):
-    if isinstance(item, sources.RecordFile):
-        yield from sources.read_records(item, batch_size, max_pixels)
-    else:
-        yield sources.read_image(item, max_pixels)
+class _Read(beam.DoFn):
+    """Reads and validates one planned input; meanwhile this worker starts loading the model."""
+
+    def __init__(self, model_path: str, batch_size: int, max_pixels: int) -> None:
+        super().__init__()
+        self.model_path, self.batch_size, self.max_pixels = model_path, batch_size, max_pixels
+
+    def setup(self) -> None:
+        import tensorflow  # noqa: F401 - imported whole here: a second thread importing it
+        # at the same time as this one (examples below, the model load) sees a half-made module
+
+        preload(self.model_path)
+
+    def process(self, item):
+        if isinstance(item, sources.RecordFile):
+            yield from sources.read_records(item, self.batch_size, self.max_pixels)
+        else:
+            yield sources.read_image(item, self.max_pixels)
 
 
 def _text(value) -> str:
@@ -127,7 +146,7 @@ def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: st
     read = (
         p
         | "Inputs" >> beam.Create(plan.inputs)
-        | "ReadAndValidate" >> beam.FlatMap(_read, cfg.batch_size, cfg.max_pixels)
+        | "ReadAndValidate" >> beam.ParDo(_Read(model_path, cfg.batch_size, cfg.max_pixels))
     )
     rows = (
         read
@@ -176,7 +195,10 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
     sinks.clear_outputs(cfg.out)
     t_run = time.time()
     options = PipelineOptions(beam_args or [])
-    run_pipeline(lambda p: build(p, plan, cfg, model_path, sig), options)
+    try:
+        run_pipeline(lambda p: build(p, plan, cfg, model_path, sig), options)
+    finally:
+        release(model_path)
     seconds = time.time() - t_run
     scored = sinks.read_jsonl(cfg.out, sinks.PREDICTIONS)
     rejected = sinks.read_jsonl(cfg.out, sinks.REJECTED)

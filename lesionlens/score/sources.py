@@ -151,7 +151,7 @@ def read_image(item: ImageInput, max_pixels: int):
     """(OK, batch key, path, class, raw example) or (REJECTED, path, reason) for one file."""
     c = item.candidate
     try:
-        rec = records.read_record(c, max_pixels)
+        rec = records.read_record(c, max_pixels, fingerprint=False)
     except records.BadInput as e:
         return REJECTED, c.path, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
