@@ -54,10 +54,11 @@ def bare(model_path: str, src: str, batch_size: int, signature: str) -> dict:
 
     plan = sources.plan_inputs(src, batch_size)
     examples = []
-    for item in plan.inputs:
-        got = sources.read_image(item, 16_000_000)
-        if got[0] == sources.OK:
-            examples.append(got[-1])
+    for batch in plan.inputs:
+        for candidate in batch.candidates:
+            got = sources.read_image(candidate, 16_000_000)
+            if got[0] == sources.OK:
+                examples.append(got[-1])
     t0 = time.perf_counter()
     fn = tf.saved_model.load(model_path).signatures[signature]
     t_load = time.perf_counter() - t0

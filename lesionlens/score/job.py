@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -32,6 +33,7 @@ from modules import contract as C
 
 log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
+READ_THREADS = 4  # files of a batch read at once (Pillow and zlib release the GIL)
 LABEL_NAMES = {label: name for name, label in reversed(C.LABELS.items())}  # first name wins
 
 
@@ -64,7 +66,8 @@ def model_classes(model_path: str) -> tuple[str, ...]:
 
 
 class _Read(beam.DoFn):
-    """Reads and validates one planned input; meanwhile this worker starts loading the model."""
+    """Reads and checks one planned unit (a batch of images, or a TFRecord file) into
+    batches of raw examples and rejected records; meanwhile this worker loads the model."""
 
     def __init__(self, model_path: str, batch_size: int, max_pixels: int) -> None:
         super().__init__()
@@ -74,13 +77,17 @@ class _Read(beam.DoFn):
         import tensorflow  # noqa: F401 - imported whole here: a second thread importing it
         # at the same time as this one (examples below, the model load) sees a half-made module
 
+        self.pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
         preload(self.model_path)
 
-    def process(self, item):
-        if isinstance(item, sources.RecordFile):
-            yield from sources.read_records(item, self.batch_size, self.max_pixels)
+    def process(self, unit):
+        if isinstance(unit, sources.RecordFile):
+            yield from sources.read_records(unit, self.batch_size, self.max_pixels)
         else:
-            yield sources.read_image(item, self.max_pixels)
+            yield from sources.read_batch(unit, self.max_pixels, self.pool)
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=False)
 
 
 def _text(value) -> str:
@@ -142,18 +149,16 @@ class _ToRows(beam.DoFn):
 def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: str, sig: str):
     """Wires the graph; returns the final PCollection every output feeds."""
     classes = cfg.classes or model_classes(model_path)
-    shards = cfg.num_shards or max(1, -(-len(plan.inputs) // 10_000))
+    shards = cfg.num_shards or max(1, -(-sources.image_count(plan) // 10_000))
     read = (
         p
-        | "Inputs" >> beam.Create(plan.inputs)
+        | "Plan" >> beam.Create(plan.inputs)
         | "ReadAndValidate" >> beam.ParDo(_Read(model_path, cfg.batch_size, cfg.max_pixels))
     )
     rows = (
         read
-        | "Good" >> beam.Filter(lambda r: r[0] == sources.OK)
-        | "KeyByBatch" >> beam.Map(lambda r: (r[1], r[2:]))
-        | "Batch" >> beam.GroupByKey()
-        | "SortBatch" >> beam.Map(lambda kv: [(kv[0], sorted(kv[1]))])  # one batch each
+        | "Batches" >> beam.Filter(lambda r: r[0] == sources.BATCH)
+        | "OneBatchEach" >> beam.Map(lambda r: [(r[1], r[2])])  # RunInference's own batching off
         | "RunInference" >> RunInference(ExampleSignatureHandler(model_path, sig))
         | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg.overlays, cfg.alpha))
     )
@@ -190,11 +195,16 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
         )
     plan = sources.plan_inputs(cfg.src, cfg.batch_size)
     log.info(
-        "scoring %d %s from %s with %s [%s]", len(plan.inputs), plan.kind, cfg.src, model_path, sig
+        "scoring %d %s from %s with %s [%s]",
+        sources.image_count(plan) or len(plan.inputs),
+        plan.kind,
+        cfg.src,
+        model_path,
+        sig,
     )
     sinks.clear_outputs(cfg.out)
     t_run = time.time()
-    options = PipelineOptions(beam_args or [])
+    options = PipelineOptions(_dask_partitions(list(beam_args or [])))
     try:
         run_pipeline(lambda p: build(p, plan, cfg, model_path, sig), options)
     finally:
@@ -225,6 +235,14 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
             f"{summary['outputs']['rejected']})"
         )
     return summary
+
+
+def _dask_partitions(args: list[str]) -> list[str]:
+    """On the DaskRunner, one partition per planned unit unless the user chose: its default
+    (128 elements per partition) would put all of a few dozen batches on one worker."""
+    dask = any("DaskRunner" in a for a in args)
+    chosen = any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args)
+    return args + ["--dask_partition_size=1"] if dask and not chosen else args
 
 
 def summary_line(s: dict) -> str:

@@ -1,13 +1,17 @@
 """What `lesionlens score` reads: a folder of images, a file listing image paths, or raw
 TFRecords in the project's contract; each good image becomes one raw tf.Example.
 
-Inputs are planned in the launcher (sorted, so batches are the same on every run) and read
-on the workers; a file that cannot be used becomes a rejected record with its reason.
+Inputs are planned in the launcher as batches of sorted images (the same on every run), and
+each batch is read on a worker as one unit, its files in parallel threads, so no shuffle
+moves image bytes between reading and inference; a TFRecord file is read as one unit and
+batched as it is read. A file that cannot be used becomes a rejected record with its reason.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
@@ -23,11 +27,11 @@ class ScoreInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class ImageInput:
-    """One image file (with its lesion masks, if any) and the batch it is scored in."""
+class ImageBatch:
+    """Image files (with their lesion masks, if any) scored together."""
 
-    candidate: layouts.Candidate
-    batch: int
+    index: int
+    candidates: tuple[layouts.Candidate, ...]
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class RecordFile:
 @dataclass
 class Plan:
     kind: str  # "images" | "tfrecords"
-    inputs: list[ImageInput | RecordFile]
+    inputs: list[ImageBatch | RecordFile]
     skipped: list[dict]  # {"path", "reason"}: found but unusable before reading (orphan masks)
 
 
@@ -138,18 +142,25 @@ def plan_inputs(src: str, batch_size: int) -> Plan:
             f"{src}: no images found (.png/.jpg/.jpeg/.bmp/.tif; *_mask*.png files are masks)"
         )
     candidates = sorted(candidates, key=lambda c: c.image_id)
-    inputs = [ImageInput(c, i // batch_size) for i, c in enumerate(candidates)]
+    inputs = [
+        ImageBatch(i // batch_size, tuple(candidates[i : i + batch_size]))
+        for i in range(0, len(candidates), batch_size)
+    ]
     return Plan("images", inputs, skipped)
+
+
+def image_count(plan: Plan) -> int:
+    return sum(len(b.candidates) for b in plan.inputs if isinstance(b, ImageBatch))
 
 
 # --------------------------------------------------------------------------- on the workers
 
-OK, REJECTED = "ok", "rejected"
+OK, BATCH, REJECTED = "ok", "batch", "rejected"
+Good = tuple[str, str, bytes]  # (path, true class or "", serialized raw example)
 
 
-def read_image(item: ImageInput, max_pixels: int):
-    """(OK, batch key, path, class, raw example) or (REJECTED, path, reason) for one file."""
-    c = item.candidate
+def read_image(c: layouts.Candidate, max_pixels: int):
+    """(OK, path, class, raw example) or (REJECTED, path, reason) for one image file."""
     try:
         rec = records.read_record(c, max_pixels, fingerprint=False)
     except records.BadInput as e:
@@ -158,11 +169,23 @@ def read_image(item: ImageInput, max_pixels: int):
         return REJECTED, c.path, f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
     label = rec.label if rec.label >= 0 else None
     example = C.build_raw_example(rec.image, rec.mask, label=label, image_id=rec.image_id)
-    return OK, ("images", item.batch), c.path, c.class_name, example
+    return OK, c.path, c.class_name, example
 
 
-def read_records(item: RecordFile, batch_size: int, max_pixels: int):
-    """Every record of one TFRecord file, validated like an image file."""
+def read_batch(batch: ImageBatch, max_pixels: int, pool: Executor) -> Iterator[tuple]:
+    """(REJECTED, path, reason) per bad file, then (BATCH, key, [Good, ...]) of the rest."""
+    good = []
+    for result in pool.map(lambda c: read_image(c, max_pixels), batch.candidates):
+        if result[0] == OK:
+            good.append(result[1:])
+        else:
+            yield result
+    if good:
+        yield BATCH, ("images", batch.index), good
+
+
+def read_records(item: RecordFile, batch_size: int, max_pixels: int) -> Iterator[tuple]:
+    """Every record of one TFRecord file, checked like an image file, in batches."""
     from apache_beam.io.tfrecordio import _TFRecordUtil
     from tensorflow.core.example import example_pb2
 
@@ -172,37 +195,46 @@ def read_records(item: RecordFile, batch_size: int, max_pixels: int):
     except Exception as e:  # noqa: BLE001
         yield REJECTED, item.path, f"{item.path}: cannot open: {type(e).__name__}: {e}"
         return
+    good: list[Good] = []
+    chunk = index = 0
     with f:
-        index = 0
         while True:
             where = f"{item.path}#{index}"
             try:
                 raw = _TFRecordUtil.read_record(f)
             except Exception as e:  # noqa: BLE001 - a corrupt tail loses only what follows
                 yield REJECTED, where, f"{where}: corrupt TFRecord, rest of file unread: {e}"
-                return
+                break
             if raw is None:
-                return
-            yield _check_record(
-                raw, where, (item.index, index // batch_size), max_pixels, example_pb2
-            )
+                break
+            result = _check_record(raw, where, max_pixels, example_pb2)
+            if result[0] == OK:
+                good.append(result[1:])
+            else:
+                yield result
+            if len(good) == batch_size:
+                yield BATCH, ("records", item.index, chunk), good
+                good, chunk = [], chunk + 1
             index += 1
+    if good:
+        yield BATCH, ("records", item.index, chunk), good
 
 
-def _check_record(raw: bytes, where: str, batch, max_pixels: int, example_pb2):
+def _check_record(raw: bytes, where: str, max_pixels: int, example_pb2):
     try:
         example = example_pb2.Example.FromString(raw)
         feats = example.features.feature
         if C.IMAGE not in feats or not feats[C.IMAGE].bytes_list.value:
             raise ValueError(f"{where}: no `{C.IMAGE}` feature")
-        image = C.open_image(where, feats[C.IMAGE].bytes_list.value[0], "image", max_pixels)
-        mask = feats[C.MASK].bytes_list.value[0] if C.MASK in feats else b""
-        if mask and feats[C.MASK].bytes_list.value:
-            C.open_image(where, mask, "mask", size=image.size)
-        if not (C.IMAGE_ID in feats and feats[C.IMAGE_ID].bytes_list.value[0]):
+        data = feats[C.IMAGE].bytes_list.value[0]
+        image = C.open_image(where, data, "image", max_pixels, decode=False)
+        mask = (feats[C.MASK].bytes_list.value or [b""])[0] if C.MASK in feats else b""
+        if mask:
+            C.open_image(where, mask, "mask", size=image.size, decode=False)
+        if not (feats[C.IMAGE_ID].bytes_list.value or [b""])[0]:
             feats[C.IMAGE_ID].bytes_list.value[:] = [where.encode()]
-            raw = example.SerializeToString()
+            raw = example.SerializeToString(deterministic=True)
     except Exception as e:  # noqa: BLE001
         reason = str(e) if str(e).startswith(where) else f"{where}: {type(e).__name__}: {e}"
         return REJECTED, where, reason
-    return OK, ("records", batch), where, "", raw
+    return OK, where, "", raw
