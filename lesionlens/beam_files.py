@@ -10,6 +10,7 @@ duplicate or lose a record, and reruns give identical files.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,14 @@ def shard_of(key: str, num_shards: int) -> int:
 def write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path) as f:
         f.write(data)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Every line of a JSON-lines file, parsed (a missing file: an empty list)."""
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
 
 
 class WriteGroups(beam.PTransform):

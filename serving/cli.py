@@ -44,7 +44,7 @@ def add_cli(subparsers: Any) -> None:
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="model version (default: the latest)")
     which.add_argument("--version-label", help="model version label, e.g. stable")
-    predict.add_argument("--batch-size", type=_positive_int, default=16)
+    predict.add_argument("--batch-size", type=positive_int, default=16)
     predict.add_argument(
         "--classes",
         type=_class_list,
@@ -75,7 +75,7 @@ def add_cli(subparsers: Any) -> None:
     predict.set_defaults(func=run_predict)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -211,7 +211,7 @@ def _class_name(classes: Sequence[str], class_id: int) -> str:
     return classes[class_id] if 0 <= class_id < len(classes) else f"class_{class_id}"
 
 
-def _text(value: Any) -> str:
+def text_output(value: Any) -> str:
     """A string output (bytes over gRPC, bytes or str from REST) as str."""
     value = value.item() if isinstance(value, np.ndarray) else value
     if isinstance(value, bytes):
@@ -300,7 +300,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 shown = ", ".join(
                     f"{_class_name(args.classes, i)}={p:.4f}" for i, p in enumerate(probabilities)
                 )
-                roi_source = _text(result[C.ROI_SOURCE]) if C.ROI_SOURCE in result else None
+                roi_source = text_output(result[C.ROI_SOURCE]) if C.ROI_SOURCE in result else None
                 roi = f"\troi={roi_source}" if roi_source is not None else ""
                 print(f"{item.path}\t{class_name}\t{shown}{roi}", flush=True)
                 if args.out:

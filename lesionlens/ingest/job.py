@@ -212,11 +212,7 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
 
     work = FileSystems.join(cfg.out, "_work")
     plan = json.loads(_read_text(FileSystems.join(work, "plan.json")) or "null")
-    bad = [
-        json.loads(line)
-        for line in _read_text(FileSystems.join(work, "skipped.jsonl")).splitlines()
-        if line
-    ]
+    bad = beam_files.read_jsonl(FileSystems.join(work, "skipped.jsonl"))
     skipped = disc.skipped + sorted(bad, key=lambda s: s["path"])
     if not plan or not plan["assignment"]:
         _write_manifest(cfg, {"source": cfg.src, "examples": 0, "skipped": skipped})

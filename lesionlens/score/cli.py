@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from modules import contract as C
+from serving.cli import positive_int
 
 
 def add_cli(subparsers: Any) -> None:
@@ -31,7 +32,7 @@ def add_cli(subparsers: Any) -> None:
         "folder of *.tfrecord*) in the raw contract; local or gs://",
     )
     p.add_argument("out", help="output folder (local or gs://)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/*_gradcam.png")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
     p.add_argument(
@@ -51,9 +52,6 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from lesionlens.score.inference import ModelError
     from lesionlens.score.sources import ScoreInputError
 
-    if args.batch_size < 1:
-        print("lesionlens score: error: --batch-size must be >= 1", file=sys.stderr)
-        return 2
     cfg = job.ScoreConfig(
         model=args.model,
         src=args.src,

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -30,6 +29,7 @@ from lesionlens.score.inference import (
     resolve_model,
 )
 from modules import contract as C
+from serving.cli import text_output
 
 log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
@@ -90,11 +90,6 @@ class _Read(beam.DoFn):
         self.pool.shutdown(wait=False)
 
 
-def _text(value) -> str:
-    value = value.item() if isinstance(value, np.ndarray) else value
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 class _ToRows(beam.DoFn):
     """Prediction rows (and overlays) from scored batches; images the model refused become
     rejected records."""
@@ -129,7 +124,7 @@ class _ToRows(beam.DoFn):
                 "positive_probability": float(row[C.POSITIVE_PROBABILITY])
                 if C.POSITIVE_PROBABILITY in row
                 else None,
-                "roi_source": _text(row[C.ROI_SOURCE]) if C.ROI_SOURCE in row else None,
+                "roi_source": text_output(row[C.ROI_SOURCE]) if C.ROI_SOURCE in row else None,
                 "gradcam_overlay": None,
             }
             if self.overlays and C.GRADCAM in row:
@@ -210,8 +205,8 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
     finally:
         release(model_path)
     seconds = time.time() - t_run
-    scored = sinks.read_jsonl(cfg.out, sinks.PREDICTIONS)
-    rejected = sinks.read_jsonl(cfg.out, sinks.REJECTED)
+    scored = sinks.read_rows(cfg.out, sinks.PREDICTIONS)
+    rejected = sinks.read_rows(cfg.out, sinks.REJECTED)
     summary = {
         "model": model_path,
         "signature": sig,

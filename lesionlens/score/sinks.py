@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from lesionlens.beam_files import WriteGroups, shard_of, write_bytes
+from lesionlens.beam_files import WriteGroups, read_jsonl, shard_of, write_bytes
 
 PREDICTIONS, REJECTED = "predictions", "rejected"
 OVERLAYS = "overlays"
+ROW_KEY = {PREDICTIONS: "image_id", REJECTED: "path"}  # shards and sorts each kind's rows
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -39,7 +40,7 @@ def shard_path(out: str, kind: str, shard: int, suffix: str) -> str:
 
 
 def _shard_writer(out: str, kind: str):
-    key = "image_id" if kind == PREDICTIONS else "path"
+    key = ROW_KEY[kind]
 
     def write(shard: int, rows: list[dict]) -> dict:
         rows = sorted(rows, key=lambda r: r[key])
@@ -62,7 +63,7 @@ class WriteShards(beam.PTransform):
         self.out, self.kind, self.num_shards = out, kind, num_shards
 
     def expand(self, rows):
-        key, n = ("image_id" if self.kind == PREDICTIONS else "path"), self.num_shards
+        key, n = ROW_KEY[self.kind], self.num_shards
         return (
             rows
             | "ByShard" >> beam.Map(lambda r: (shard_of(r[key], n), r))
@@ -100,9 +101,6 @@ def clear_outputs(out: str) -> None:
         FileSystems.delete(paths)
 
 
-def read_jsonl(out: str, kind: str) -> list[dict]:
-    rows = []
-    for m in FileSystems.match([FileSystems.join(out, f"{kind}-*.jsonl")])[0].metadata_list:
-        with FileSystems.open(m.path, compression_type="uncompressed") as f:
-            rows += [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
-    return rows
+def read_rows(out: str, kind: str) -> list[dict]:
+    shards = FileSystems.match([FileSystems.join(out, f"{kind}-*.jsonl")])[0].metadata_list
+    return [row for m in shards for row in read_jsonl(m.path)]

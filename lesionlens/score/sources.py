@@ -66,7 +66,10 @@ def _match(pattern: str) -> list[str]:
 def _image_candidates(
     paths: list[str], root: str | None
 ) -> tuple[list[layouts.Candidate], list[dict]]:
-    """Candidates from a flat list of files: masks by ingestion's rule beside their image."""
+    """Candidates from the files below `root` (local or gs://): masks by ingestion's rule
+    beside their image. Unlike ingestion, an image without a mask is scored (that is the
+    point of care); a BUSI / MRI class folder above an image names its true class, for the
+    output's `label`."""
     masks: dict[tuple[str, str], list[str]] = {}
     images = []
     for path in paths:
@@ -99,13 +102,6 @@ def _candidate(path: str, image_id: str, masks: list[str]) -> layouts.Candidate:
     return layouts.Candidate(path, image_id, "", -1, masks)
 
 
-def _folder_candidates(src: str) -> tuple[list[layouts.Candidate], list[dict]]:
-    """Every image below SRC, local or gs://, with the masks beside it. Unlike ingestion, an
-    image without a mask is scored (that is the point of care); a BUSI / MRI class folder
-    above an image names its true class, for the output's `label`."""
-    return _image_candidates(_match(src.rstrip("/") + "/**"), src)
-
-
 def _listed_candidates(listing: str) -> list[layouts.Candidate]:
     with FileSystems.open(listing, compression_type="uncompressed") as f:
         lines = f.read().decode("utf-8").splitlines()
@@ -121,8 +117,9 @@ def _listed_candidates(listing: str) -> list[layouts.Candidate]:
 def plan_inputs(src: str, batch_size: int) -> Plan:
     """Decides what SRC is and lists the work; raises ScoreInputError when it is unusable."""
     if _is_dir(src):
-        records_found = [p for p in _match(src.rstrip("/") + "/**") if _is_tfrecord(p)]
-        candidates, skipped = _folder_candidates(src)
+        files = _match(src.rstrip("/") + "/**")
+        records_found = [p for p in files if _is_tfrecord(p)]
+        candidates, skipped = _image_candidates(files, src)
         if not candidates and records_found:
             return Plan("tfrecords", [RecordFile(p, i) for i, p in enumerate(records_found)], [])
     elif any(ch in src for ch in "*?[") or _is_tfrecord(src):
