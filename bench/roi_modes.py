@@ -58,6 +58,7 @@ def run_variant(data: str, out: str, variant: str, args: argparse.Namespace) -> 
         weights=args.weights,
         segmenter_size=args.segmenter_size,
         segmenter_epochs=args.segmenter_epochs,
+        segmenter_width=args.segmenter_width,
         min_dice=0.0,  # measure whatever the segmenter reaches
         seed=args.seed,
         **VARIANTS[variant],
@@ -112,7 +113,15 @@ def run_isolated(protocol: str, data: str, out: str, variant: str, args) -> dict
     in one process reached 20 GB on a 24 GB machine)."""
     argv = [sys.executable, "-m", "bench.roi_modes", "--child", "--data", f"{protocol}={data}"]
     argv += ["--out", out, "--variants", variant]
-    for flag in ("image_size", "epochs", "weights", "segmenter_size", "segmenter_epochs", "seed"):
+    for flag in (
+        "image_size",
+        "epochs",
+        "weights",
+        "segmenter_size",
+        "segmenter_width",
+        "segmenter_epochs",
+        "seed",
+    ):
         argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     subprocess.run(argv, check=True)
     with open(os.path.join(out, "result.json")) as f:
@@ -129,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", default="none")
     p.add_argument("--segmenter-size", type=int, default=96)
     p.add_argument("--segmenter-epochs", type=int, default=30)
+    p.add_argument("--segmenter-width", type=int, default=16)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -83,6 +83,7 @@ class TrainerOptions:
 class SegmenterOptions:
     image_size: int
     segmenter_size: int
+    width: int  # U-Net channels at the first level
     batch_size: int
     epochs: int
     learning_rate: float

@@ -55,6 +55,7 @@ class PipelineConfig:
     # ("mask": the paper, and the busi-paper profile).
     train_roi: TrainRoi = TrainRoi.PREDICTED
     segmenter_size: int = 96  # the segmenter's input and mask side (a multiple of 8)
+    segmenter_width: int = 16  # U-Net channels at the first level (x2 per level below)
     segmenter_epochs: int = 40
     segmenter_learning_rate: float = 1e-3
     min_dice: float = 0.5  # the run stops when the segmenter's test Dice is below this

@@ -39,6 +39,7 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         "segmenter's (what it serves without masks)",
     )
     p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
+    p.add_argument("--segmenter-width", type=int, help="U-Net channels at the first level")
     p.add_argument("--segmenter-epochs", type=int)
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
@@ -67,6 +68,7 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "train_roi": args.train_roi,
         "segmenter_size": args.segmenter_size,
         "segmenter_epochs": args.segmenter_epochs,
+        "segmenter_width": args.segmenter_width,
         "model_name": args.model_name,
         **paths,
     }

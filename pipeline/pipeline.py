@@ -201,6 +201,7 @@ def _segmenter_components(cfg: PipelineConfig, transformed, code: str) -> list:
             SegmenterOptions(
                 image_size=cfg.image_size,
                 segmenter_size=cfg.segmenter_size,
+                width=cfg.segmenter_width,
                 batch_size=cfg.batch_size,
                 epochs=cfg.segmenter_epochs,
                 learning_rate=cfg.segmenter_learning_rate,
