@@ -60,6 +60,21 @@ def ensure_demo_data(records: str) -> None:
     log.info("ingested %s:\n%s", records, job.summary_table(manifest))
 
 
+def classes_mismatch(cfg: PipelineConfig) -> str | None:
+    """Why the records' label ids (their manifest) are not the configured classes', or
+    None (names may differ: MRI's healthy / sick are benign / malignant's 0 / 1)."""
+    with open(os.path.join(cfg.data_root, C.MANIFEST)) as f:
+        stored = json.load(f).get("classes") or {}
+    if sorted(stored.values()) == [C.LABELS[c] for c in cfg.classes]:
+        return None
+    return (
+        f"{os.path.join(cfg.data_root, C.MANIFEST)}: the records hold classes "
+        f"{', '.join(C.class_names(stored))}, the pipeline is configured for "
+        f"{', '.join(cfg.classes)}; pass --classes {','.join(C.class_names(stored))} "
+        "(or ingest again with the classes you want)"
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg.data_root,
             C.MANIFEST,
         )
+        return 2
+
+    problem = classes_mismatch(cfg)
+    if problem:
+        log.error("%s", problem)
         return 2
 
     from pipeline.results import format_decision, format_metrics, latest_results

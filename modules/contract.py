@@ -34,6 +34,9 @@ RAW_FEATURES: dict[str, str] = {
 # --------------------------------------------------------------------------- transformed
 
 HAS_MASK = "has_mask"  # int64: 1 when a non-empty lesion mask came with the image
+# int64: 1 for the positive class (malignant / sick), 0 for every other: the label of the
+# binary metrics, which with three classes are malignant against the rest.
+IS_POSITIVE = "is_positive"
 # With ROI on, Transform also writes what the lesion segmenter learns from and what the
 # classifier's predicted-ROI training reads: the whole image (no ROI) and the lesion mask
 # at the segmenter's resolution (serialized uint8 tensors [S, S, 3] and [m, m], 1 = lesion).
@@ -46,6 +49,7 @@ TRANSFORMED_FEATURES: dict[str, str] = {
     MODALITY: "bytes_list",
     DATASET: "bytes_list",
     HAS_MASK: "int64_list",
+    IS_POSITIVE: "int64_list",
 }
 ROI_FEATURES: dict[str, str] = {FULL_IMAGE: "bytes_list", LESION_MASK: "bytes_list"}
 
@@ -109,6 +113,9 @@ THRESHOLD = "threshold"  # float32 [B]: the operating threshold chosen on the ev
 # float32 [B]: P(positive) mapped monotonically so that the threshold sits at 0.5 (what the
 # Evaluator and the intervals threshold at 0.5, so their metrics are the served decision's)
 DECISION_SCORE = "decision_score"
+# float32 [B, C]: the decided class as a one-hot row (what TFMA's multi-class metrics count,
+# so they are those of the served `class_id`)
+CLASS_ONE_HOT = "class_one_hot"
 ROI_SOURCE = "roi_source"  # string [B]: one of ROI_SOURCES
 ROI_MASK = "roi_mask"  # uint8 [B, m, m], m = ROI_MASK_SIZE: the ROI used (1 = kept)
 ROI_GIVEN = "given"  # the request carried a mask: used as given (all-zero: whole image)
@@ -122,6 +129,7 @@ CLASS_OUTPUTS = (
     POSITIVE_PROBABILITY,
     THRESHOLD,
     DECISION_SCORE,
+    CLASS_ONE_HOT,
     ROI_SOURCE,
     ROI_MASK,
 )

@@ -61,8 +61,10 @@ class GradCam:
 
 @dataclass(frozen=True)
 class Decision:
-    """How logits become the served answer: calibrated probabilities softmax(logits / T) and,
-    with two classes, `class_id` = P(positive) >= threshold (argmax otherwise)."""
+    """How logits become the served answer: calibrated probabilities softmax(logits / T);
+    `class_id` is the positive class when P(positive) >= threshold, else the likelier of the
+    other classes (with two classes: the negative one). With three classes the malignant
+    call therefore keeps the operating point chosen for it, e.g. sensitivity >= 0.95."""
 
     temperature: float
     threshold: float
@@ -107,10 +109,10 @@ def _class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor
     probs = tf.nn.softmax(logits / decision.temperature, axis=-1)
     positive = probs[:, C.POSITIVE_LABEL]
     t = decision.threshold
-    if probs.shape[-1] == 2:
-        class_id = tf.cast(positive >= t, tf.int64)
-    else:
-        class_id = tf.argmax(probs, axis=-1)
+    classes = probs.shape[-1]
+    is_positive = tf.one_hot(C.POSITIVE_LABEL, classes, on_value=True, off_value=False)
+    others = tf.argmax(tf.where(is_positive, -1.0, probs), axis=-1)
+    class_id = tf.where(positive >= t, tf.constant(C.POSITIVE_LABEL, tf.int64), others)
     # [0, t) -> [0, 0.5) and [t, 1] -> (0.5, 1]: strictly above 0.5 exactly when called positive
     below = 0.5 * positive / max(t, 1e-6)
     above = 0.5 + 1e-6 + (0.5 - 1e-6) * (positive - t) / max(1.0 - t, 1e-6)
@@ -120,4 +122,5 @@ def _class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor
         C.POSITIVE_PROBABILITY: positive,
         C.THRESHOLD: tf.fill(tf.shape(positive), tf.constant(t, tf.float32)),
         C.DECISION_SCORE: tf.where(positive >= t, above, below),
+        C.CLASS_ONE_HOT: tf.one_hot(class_id, classes, dtype=tf.float32),
     }

@@ -139,6 +139,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         C.MODALITY: _flat(inputs[C.MODALITY]),
         C.DATASET: _flat(inputs[C.DATASET]),
         C.HAS_MASK: prepared.has_mask,
+        C.IS_POSITIVE: tf.cast(tf.equal(_flat(inputs[C.LABEL]), C.POSITIVE_LABEL), tf.int64),
     }
     if opts.segmenter_size:  # what the segmenter and predicted-ROI training read
         outputs[C.FULL_IMAGE] = encode_images(prepared.full_image)

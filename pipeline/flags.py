@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from modules import contract as C
 from pipeline.config import PROFILES, PipelineConfig, profile
 
 
@@ -18,6 +19,16 @@ def _threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}") from None
 
 
+def _classes(text: str) -> tuple[str, ...]:
+    names = tuple(c.strip().lower() for c in text.split(",") if c.strip())
+    unknown = [c for c in names if c not in C.LABELS]
+    if unknown or len(names) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected two or more of {', '.join(C.LABELS)}, comma-separated; got {text!r}"
+        )
+    return names
+
+
 def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:
     """`--profile` (required when `default_profile` is None) and the config's knobs."""
     p.add_argument(
@@ -25,6 +36,12 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         default=default_profile,
         required=default_profile is None,
         choices=sorted(PROFILES),
+    )
+    p.add_argument(
+        "--classes",
+        type=_classes,
+        help="the records' classes, e.g. benign,malignant,normal (the paper's three-class "
+        "setting; ingest with the same --classes); default benign,malignant",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
@@ -59,6 +76,7 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
     """The profile with the flags given and the runner's paths (`data_root`, `output_root`;
     None keeps the profile's) applied."""
     knobs = {
+        "classes": args.classes,
         "epochs": args.epochs,
         "image_size": args.image_size,
         "batch_size": args.batch_size,

@@ -13,6 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 from modules import contract as C
 from modules.intervals.component import INTERVALS_FILE, MetricIntervals
 from modules.segmenter.evaluation import RESULT_FILE, SegmentationMetrics
+from pipeline.eval_config import MALIGNANT_OUTPUT
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str):
@@ -26,8 +27,10 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
     upper)}}, from BootstrapIntervals for the model the Evaluator judged, when the config
     computes them) and, with them, at_probability_0_5 (overall metrics and intervals at
     P > 0.5), oracle (overall metrics and intervals when every test request carries the
-    radiologist's mask) and calibration (temperature, test ECE without / with it); and, with
-    ROI on, segmentation (the segmenter's test Dice / IoU report)."""
+    radiologist's mask) and calibration (temperature, test ECE without / with it); with three
+    classes, multiclass (BootstrapIntervals' per-class report; `metrics` are then malignant
+    against the rest); and, with ROI on, segmentation (the segmenter's test Dice / IoU
+    report)."""
     store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
@@ -65,6 +68,8 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
                 "metrics": oracle["metrics"],
                 "intervals": _bounds({"overall": oracle})["overall"],
             }
+        if "multiclass" in report:
+            out["multiclass"] = report["multiclass"]
         calibration = report["calibration"]
         out["calibration"] = {
             "temperature": calibration["temperature"],
@@ -101,7 +106,8 @@ def _slices(uri: str):
     result = tfma.load_eval_result(uri)
     for slice_key, by_output in result.slicing_metrics:
         name = "overall" if not slice_key else ",".join(f"{k}={v}" for k, v in slice_key)
-        values = by_output.get("", {}).get("", {})
+        # binary metrics: the only output of a two-class model, `malignant` of a 3-class one
+        values = (by_output.get("") or by_output.get(MALIGNANT_OUTPUT, {})).get("", {})
         flat = {}
         for metric, v in values.items():
             if "doubleValue" in v:
@@ -181,10 +187,53 @@ def format_decision(res: dict) -> str:
             f"{seg['baselines_dice']['centre_disk']:.3f}, whole image "
             f"{seg['baselines_dice']['all_foreground']:.3f}"
         )
+    if res.get("multiclass"):
+        lines.append(format_multiclass(res["multiclass"]))
     cal = res.get("calibration")
     if cal:
         lines.append(
             f"calibration: temperature {cal['temperature']:.3f}, test ECE "
             f"{cal['test_ece_uncalibrated']:.3f} -> {cal['test_ece_calibrated']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def format_multiclass(report: dict) -> str:
+    """The three-class result: accuracy and macro AUC without masks, per class, the
+    confusion matrix, the ORACLE with masks, and the empty-mask shortcut beside them."""
+
+    def cell(entry: dict, name: str) -> str:
+        bounds = entry["intervals"].get(name)
+        return f"{entry['metrics'][name]:.3f} [{_interval(tuple(bounds) if bounds else None)}]"
+
+    overall = report["slices"]["overall"]
+    lines = [
+        f"three classes, without masks (deployable): accuracy {cell(overall, 'accuracy')}, "
+        f"macro AUC {cell(overall, 'macro_auc')}"
+    ]
+    for name in report["classes"]:
+        lines.append(
+            f"  {name:<10} sensitivity {cell(overall, 'sensitivity/' + name)}, specificity "
+            f"{cell(overall, 'specificity/' + name)}, AUC {cell(overall, 'auc/' + name)}"
+        )
+    lines.append(
+        "  confusion (rows true, columns called; "
+        + ", ".join(report["classes"])
+        + "): "
+        + " / ".join(" ".join(str(n) for n in row) for row in overall["confusion_matrix"])
+    )
+    oracle = report.get("oracle_slices", {}).get("overall")
+    if oracle:
+        lines.append(
+            f"  with the radiologist's masks (ORACLE): accuracy {cell(oracle, 'accuracy')}, "
+            f"macro AUC {cell(oracle, 'macro_auc')}"
+        )
+    shortcuts = report.get("shortcuts", {})
+    if "empty_mask_is_normal" in shortcuts:
+        lines.append(
+            "  shortcut, no model: \"empty mask => normal\" (ORACLE: reads the test mask) "
+            f"accuracy {cell(shortcuts['empty_mask_is_normal'], 'accuracy')}; \"segmenter "
+            "finds nothing => normal\" accuracy "
+            f"{cell(shortcuts['no_roi_found_is_normal'], 'accuracy')}"
         )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ CLASS_OUTPUTS = {
     "positive_probability": ("DT_FLOAT", "(-1)"),
     "threshold": ("DT_FLOAT", "(-1)"),
     "decision_score": ("DT_FLOAT", "(-1)"),
+    "class_one_hot": ("DT_FLOAT", "(-1, 2)"),
     "roi_source": ("DT_STRING", "(-1)"),
     "roi_mask": ("DT_UINT8", "(-1, 24, 24)"),
 }

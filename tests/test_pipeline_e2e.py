@@ -12,6 +12,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from local_runner import metadata_connection
+from modules import contract as C
 from pipeline.results import format_metrics, latest_results
 
 COMPONENTS = [
@@ -131,11 +132,12 @@ def test_intervals_recomputed_independently_are_identical(demo_pipeline, first_r
         stored = json.load(f)
     assert stored["seed"] == cfg.seed and stored["resamples"] == cfg.interval_resamples
     raw = read_raw_examples(records, "test")
-    labels, decision, _, values = score_split(pushed, raw[::-1], list(cfg.slice_features))
+    scored = score_split(pushed, raw[::-1], list(cfg.slice_features))
+    decision = scored.outputs[C.PREDICT_NO_MASK][C.DECISION_SCORE]
     again = slice_intervals(
-        labels,
+        scored.labels,
         decision,
-        values,
+        scored.features,
         list(cfg.slice_features),
         cfg.interval_resamples,
         cfg.seed,

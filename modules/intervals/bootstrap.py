@@ -19,6 +19,17 @@ from modules import contract as C
 THRESHOLD = 0.5  # TFMA's binary metrics count `prediction > 0.5` as positive
 
 
+def rank_auc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row: truth (bool) and scores [R, n] -> [R], NaN for a one-class row.
+    Average ranks, so a tie between a positive and a negative counts one half."""
+    pos = truth.sum(axis=1)
+    neg = truth.shape[1] - pos
+    ranks = rankdata(scores, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = ((ranks * truth).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
+    return np.where((pos > 0) & (neg > 0), auc, np.nan)
+
+
 def rate_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics of R samples at once: labels and scores [R, n] -> {metric: [R]}, as TFMA
     defines them; NaN where undefined (AUC of a one-class sample, precision with no positive
@@ -31,17 +42,41 @@ def rate_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray
     fp = (pred & ~labels).sum(axis=1)
     tn = neg - fp
     fn = pos - tp
-    ranks = rankdata(scores, axis=1)  # average ranks: ties count one half, as in AUC
     with np.errstate(divide="ignore", invalid="ignore"):
-        auc = ((ranks * labels).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
         return {
             "binary_accuracy": (tp + tn) / labels.shape[1],
-            "auc": np.where((pos > 0) & (neg > 0), auc, np.nan),
+            "auc": rank_auc(labels, scores),
             "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
             "recall": np.where(pos > 0, tp / pos, np.nan),
             "specificity": np.where(neg > 0, tn / neg, np.nan),
             "f1_score": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
         }
+
+
+def stratified_draws(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Indices [R, n] of R resamples, each class resampled within itself (classes in label
+    order, each class's columns together), from a generator seeded with `seed`."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        columns.append(members[rng.integers(0, len(members), size=(n_resamples, len(members)))])
+    return np.concatenate(columns, 1)
+
+
+def percentile_intervals(stats: dict[str, np.ndarray], level: float) -> dict:
+    """{metric: [R] values} -> {metric: (lower, upper)}; (nan, nan) where no resample has
+    the metric defined (AUC of a one-class slice)."""
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, values in stats.items():
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            out[name] = (float("nan"), float("nan"))
+        else:
+            lo, hi = np.percentile(values, [tail, 100 - tail])
+            out[name] = (float(lo), float(hi))
+    return out
 
 
 def stratified_bootstrap(
@@ -58,24 +93,8 @@ def stratified_bootstrap(
     same interval. Metrics undefined in every resample (AUC of a one-class slice) give
     (nan, nan).
     """
-    rng = np.random.default_rng(seed)
-    cols_labels, cols_scores = [], []
-    for c in np.unique(labels):
-        members = scores[labels == c]
-        draw = rng.integers(0, len(members), size=(n_resamples, len(members)))
-        cols_scores.append(members[draw])
-        cols_labels.append(np.full(draw.shape, c))
-    stats = rate_metrics(np.concatenate(cols_labels, 1), np.concatenate(cols_scores, 1))
-    tail = 100 * (1 - level) / 2
-    out = {}
-    for name, values in stats.items():
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            out[name] = (float("nan"), float("nan"))
-        else:
-            lo, hi = np.percentile(values, [tail, 100 - tail])
-            out[name] = (float(lo), float(hi))
-    return out
+    idx = stratified_draws(labels, n_resamples, seed)
+    return percentile_intervals(rate_metrics(labels[idx], scores[idx]), level)
 
 
 def point_estimates(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -83,9 +102,8 @@ def point_estimates(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {k: float(v[0]) for k, v in rate_metrics(labels[None], scores[None]).items()}
 
 
-def slice_members(features: dict[str, list[str]], slice_features: list[str]) -> dict:
-    """Slice name ("overall", "modality=ultrasound", ...) -> indices of its examples."""
-    n = len(next(iter(features.values()))) if features else 0
+def slice_members(n: int, features: dict[str, list[str]], slice_features: list[str]) -> dict:
+    """Slice name ("overall", "modality=ultrasound", ...) -> indices of its n examples."""
     out = {"overall": np.arange(n)}
     for feature in slice_features:
         values = np.asarray(features[feature])
@@ -105,7 +123,7 @@ def slice_intervals(
 ) -> dict[str, dict]:
     """Per slice: example count, point estimates and bootstrap intervals of every metric."""
     out = {}
-    for name, idx in slice_members(features, slice_features).items():
+    for name, idx in slice_members(len(labels), features, slice_features).items():
         if idx.size == 0:
             continue
         out[name] = {
@@ -128,7 +146,8 @@ def mean_intervals(
     Dice, IoU); each slice and score draws from a fresh generator seeded with `seed`."""
     tail = 100 * (1 - level) / 2
     out = {}
-    for name, idx in slice_members(features, slice_features).items():
+    n = len(next(iter(values.values()))) if values else 0
+    for name, idx in slice_members(n, features, slice_features).items():
         if idx.size == 0:
             continue
         means, intervals = {}, {}

@@ -12,12 +12,14 @@ intervals beside them in MLMD. It reads the model's own `predict_only` and
 
 # no `from __future__ import annotations`: the @component decorator reads real type hints
 
+import dataclasses
 import json
 import logging
 import os
 
 import numpy as np
 import tensorflow as tf
+from scipy.special import softmax
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.types.artifact import Artifact
@@ -26,6 +28,7 @@ from tfx.utils import path_utils
 from modules import contract as C
 from modules.calibration import expected_calibration_error
 from modules.intervals.bootstrap import slice_intervals
+from modules.intervals.multiclass import multiclass_intervals
 from modules.split_records import read_split
 
 log = logging.getLogger(__name__)
@@ -48,47 +51,118 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@dataclasses.dataclass
+class ScoredSplit:
+    """A split scored by the exported model, every array in image-id order."""
+
+    labels: np.ndarray  # [n]
+    has_mask: np.ndarray  # [n], 1 = the record carries a non-empty lesion mask
+    features: dict[str, list[str]]  # slice feature -> [n] values
+    outputs: dict[str, dict[str, np.ndarray]]  # signature -> output -> [n, ...]
+
+
+SCORED_OUTPUTS = (
+    C.DECISION_SCORE,
+    C.POSITIVE_PROBABILITY,
+    C.PROBABILITIES,
+    C.CLASS_ID,
+    C.ROI_SOURCE,
+)
+
+
 def score_split(
     model_dir: str,
     records: list[bytes],
     slice_features: list[str],
-    signature: str = C.PREDICT_NO_MASK,
-):
-    """Labels, `decision_score`, `positive_probability` (each [n]) and {feature: [n] slice
-    values}, in image-id order. `signature`: PREDICT_NO_MASK (the deployable answer, the
-    segmenter's ROI) or PREDICT_ONLY (the records' masks: the oracle ROI)."""
+    signatures: tuple[str, ...] = (C.PREDICT_NO_MASK,),
+) -> ScoredSplit:
+    """Labels, slice values and each signature's outputs for `records`. Signatures:
+    PREDICT_NO_MASK (the deployable answer, the segmenter's ROI) and PREDICT_ONLY (the
+    records' masks: the oracle ROI)."""
     records = sorted(records, key=_image_id)  # independent of the order files were read in
     loaded = tf.saved_model.load(model_dir)
-    predict = loaded.signatures[signature]
     transform = loaded.signatures[C.TRANSFORM_FEATURES]
-    columns: dict[str, list] = {C.LABEL: [], C.DECISION_SCORE: [], C.POSITIVE_PROBABILITY: []}
+    columns: dict[str, list] = {C.LABEL: [], C.HAS_MASK: []}
+    outputs: dict[str, dict[str, list]] = {s: {o: [] for o in SCORED_OUTPUTS} for s in signatures}
     features: dict[str, list[str]] = {f: [] for f in slice_features}
     for start in range(0, len(records), BATCH):
         batch = tf.constant(records[start : start + BATCH])
-        outputs = predict(**{C.EXAMPLES: batch})
-        for name in (C.DECISION_SCORE, C.POSITIVE_PROBABILITY):
-            columns[name].append(outputs[name].numpy())
+        for signature in signatures:
+            answer = loaded.signatures[signature](**{C.EXAMPLES: batch})
+            for name in SCORED_OUTPUTS:
+                outputs[signature][name].append(answer[name].numpy())
         transformed = transform(**{C.EXAMPLES: batch})
-        columns[C.LABEL].append(transformed[C.LABEL].numpy().reshape(-1))
+        for name in columns:
+            columns[name].append(transformed[name].numpy().reshape(-1))
         for f in slice_features:
             features[f].extend(_text(v) for v in transformed[f].numpy().reshape(-1))
-    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
-    return arrays[C.LABEL], arrays[C.DECISION_SCORE], arrays[C.POSITIVE_PROBABILITY], features
+    return ScoredSplit(
+        labels=np.concatenate(columns[C.LABEL]),
+        has_mask=np.concatenate(columns[C.HAS_MASK]),
+        features=features,
+        outputs={s: {o: np.concatenate(v) for o, v in out.items()} for s, out in outputs.items()},
+    )
 
 
-def split_calibration(model_dir: str, labels: np.ndarray, probability: np.ndarray) -> dict:
-    """ECE and reliability table on this split, with the exported temperature and without it
-    (binary: P_raw = sigmoid(T x logit(P)))."""
+def split_calibration(model_dir: str, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """ECE and reliability table of P(positive) on this split, with the exported temperature
+    and without it (softmax(T x log p) recovers the uncalibrated probabilities)."""
     with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
         temperature = json.load(f)["decision"]["temperature"]
-    p = np.clip(probability.astype(np.float64), 1e-7, 1 - 1e-7)
-    raw = 1.0 / (1.0 + np.exp(-temperature * np.log(p / (1 - p))))
+    raw = softmax(temperature * np.log(np.clip(probabilities.astype(np.float64), 1e-12, 1)), 1)
     positive = (labels == C.POSITIVE_LABEL).astype(int)
     return {
         "temperature": temperature,
-        "calibrated": expected_calibration_error(positive, probability),
-        "uncalibrated": expected_calibration_error(positive, raw),
+        "calibrated": expected_calibration_error(positive, probabilities[:, C.POSITIVE_LABEL]),
+        "uncalibrated": expected_calibration_error(positive, raw[:, C.POSITIVE_LABEL]),
     }
+
+
+def class_report(
+    scored: ScoredSplit,
+    classes: list[str],
+    slice_features: list[str],
+    resamples: int,
+    seed: int,
+    level: float,
+) -> dict:
+    """With three or more classes: the served call's multi-class metrics per slice, without
+    masks (deployable) and with the records' masks (ORACLE), and the shortcut a reader must
+    see beside them: with ROI on, `normal` images are the ones without a lesion mask, so the
+    mask alone says "normal" (and, served without masks, so does a segmenter that finds
+    nothing). Each shortcut calls `normal` where it fires and the commonest other class
+    of the split elsewhere: what a model that learned only the shortcut would score."""
+    names = C.class_names(classes)  # by label id: the model's output order
+    normal = names.index("normal") if "normal" in names else None
+    args = (names, scored.features, slice_features, resamples, seed, level)
+    deployable = scored.outputs[C.PREDICT_NO_MASK]
+    report = {
+        "classes": names,
+        "slices": multiclass_intervals(
+            scored.labels, deployable[C.CLASS_ID], deployable[C.PROBABILITIES], *args
+        ),
+    }
+    oracle = scored.outputs.get(C.PREDICT_ONLY)
+    if oracle is not None:
+        report["oracle_slices"] = multiclass_intervals(
+            scored.labels, oracle[C.CLASS_ID], oracle[C.PROBABILITIES], *args
+        )
+    if normal is not None:
+        others = scored.labels[scored.labels != normal]
+        fallback = int(np.bincount(others).argmax()) if others.size else 0
+        rules = {
+            # ORACLE: reads the radiologist's mask of the test image
+            "empty_mask_is_normal": scored.has_mask == 0,
+            "no_roi_found_is_normal": deployable[C.ROI_SOURCE].astype(str) == C.ROI_NONE,
+        }
+        report["shortcuts"] = {}
+        for name, fires in rules.items():
+            called = np.where(fires, normal, fallback)
+            onehot = np.eye(len(names))[called]
+            report["shortcuts"][name] = multiclass_intervals(
+                scored.labels, called, onehot, names, {}, [], resamples, seed, level
+            )["overall"]
+    return report
 
 
 @tfx.dsl.components.component
@@ -108,8 +182,10 @@ def BootstrapIntervals(
     features = json.loads(slice_features)
     model_dir = path_utils.serving_model_path(model.uri)
     records = read_split(artifact_utils.get_split_uri([examples], split))
-    labels, decision, probability, values = score_split(model_dir, records, features)
-    oracle = score_split(model_dir, records, features, C.PREDICT_ONLY)[1]
+    scored = score_split(model_dir, records, features, (C.PREDICT_NO_MASK, C.PREDICT_ONLY))
+    labels = scored.labels
+    deployable, oracle = scored.outputs[C.PREDICT_NO_MASK], scored.outputs[C.PREDICT_ONLY]
+    args = (scored.features, features, resamples, seed, level)
     result = {
         "method": "percentile bootstrap, resampled within each class",
         "split": split,
@@ -118,18 +194,25 @@ def BootstrapIntervals(
         "seed": seed,
         "model_uri": model.uri,
         # at the exported operating threshold (what the server decides), every request
-        # without a mask: the segmenter's ROI when ROI is on (deployable)
-        "slices": slice_intervals(labels, decision, values, features, resamples, seed, level),
+        # without a mask: the segmenter's ROI when ROI is on (deployable); with three
+        # classes, malignant against the rest
+        "slices": slice_intervals(labels, deployable[C.DECISION_SCORE], *args),
         # the same, each request carrying the radiologist's mask (ORACLE: needs the test
         # image's ground-truth mask; equal to "slices" with ROI off)
-        "oracle_slices": slice_intervals(labels, oracle, values, features, resamples, seed, level),
+        "oracle_slices": slice_intervals(labels, oracle[C.DECISION_SCORE], *args),
         # at P(positive) > 0.5, for comparison
-        "at_probability_0_5": slice_intervals(
-            labels, probability, values, features, resamples, seed, level
-        ),
-        "calibration": split_calibration(model_dir, labels, probability),
+        "at_probability_0_5": slice_intervals(labels, deployable[C.POSITIVE_PROBABILITY], *args),
+        "calibration": split_calibration(model_dir, labels, deployable[C.PROBABILITIES]),
     }
+    classes = _model_classes(model_dir)
+    if len(classes) > 2:
+        result["multiclass"] = class_report(scored, classes, features, resamples, seed, level)
     with tf.io.gfile.GFile(os.path.join(intervals.uri, INTERVALS_FILE), "w") as f:
         json.dump(result, f, indent=2)
     intervals.set_string_custom_property("model_uri", model.uri)
     log.info("bootstrap intervals for %d %s examples, %d resamples", len(labels), split, resamples)
+
+
+def _model_classes(model_dir: str) -> list[str]:
+    with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
+        return list(json.load(f)["classes"])

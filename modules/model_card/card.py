@@ -142,6 +142,8 @@ def build_card(
             "oracle": _slices(intervals, "oracle_slices"),
             "at_probability_0_5": _slices(intervals, "at_probability_0_5"),
         }
+        if "multiclass" in intervals:
+            card["test_metrics"]["three_class"] = intervals["multiclass"]
         calibration = intervals.get("calibration", {})
         card["decision"]["test_ece_uncalibrated"] = calibration.get("uncalibrated", {}).get("ece")
         card["decision"]["test_ece_calibrated"] = calibration.get("calibrated", {}).get("ece")
@@ -176,6 +178,34 @@ def _table(title: str, slices: dict) -> list[str]:
         cells = " | ".join(_cell(s["metrics"], s["intervals"], m) for m in HEADLINE)
         lines.append(f"| {name} | {s['images']} | {cells} |")
     return [*lines, ""]
+
+
+def _three_class(report: dict) -> list[str]:
+    """Per class one-vs-rest figures of the served call, and the empty-mask shortcut."""
+    overall = report["slices"]["overall"]
+    m, ci = overall["metrics"], overall["intervals"]
+    lines = [
+        f"**Three classes, requests without a mask** ({overall['example_count']} images): "
+        f"accuracy {_cell(m, ci, 'accuracy')}, macro AUC {_cell(m, ci, 'macro_auc')}.",
+        "",
+        "| class | sensitivity | specificity | AUC (one vs rest) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in report["classes"]:
+        cells = [_cell(m, ci, f"{metric}/{name}") for metric in ("sensitivity", "specificity")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {_cell(m, ci, 'auc/' + name)} |")
+    lines.append("")
+    shortcut = report.get("shortcuts", {}).get("empty_mask_is_normal")
+    if shortcut:
+        sm, sci = shortcut["metrics"], shortcut["intervals"]
+        lines += [
+            "Shortcut, no model: calling `normal` wherever the radiologist's mask is empty "
+            f"(ORACLE) scores accuracy {_cell(sm, sci, 'accuracy')} (normal sensitivity "
+            f"{_cell(sm, sci, 'sensitivity/normal')}): with the paper's ROI the class can be "
+            "read from the mask alone.",
+            "",
+        ]
+    return lines
 
 
 def render_markdown(card: dict) -> str:
@@ -239,6 +269,8 @@ def render_markdown(card: dict) -> str:
         )
         if m["roi"] and t["oracle"]:
             lines += _table("ORACLE: each request with the radiologist's mask", t["oracle"])
+        if "three_class" in t:
+            lines += _three_class(t["three_class"])
         if dec.get("test_ece_calibrated") is not None:
             lines += [
                 "Calibration on test: expected calibration error "

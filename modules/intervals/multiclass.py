@@ -1,0 +1,72 @@
+"""Three-class metrics (benign / malignant / normal, the paper's Table 7 setting) of the
+served `class_id`, per slice, with the same seeded class-stratified bootstrap as the binary
+malignant-against-the-rest metrics in bootstrap.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modules.intervals.bootstrap import (
+    percentile_intervals,
+    rank_auc,
+    slice_members,
+    stratified_draws,
+)
+
+
+def class_metrics(
+    labels: np.ndarray, class_ids: np.ndarray, probabilities: np.ndarray, names: list[str]
+) -> dict[str, np.ndarray]:
+    """labels, class_ids [R, n] and probabilities [R, n, K] -> {metric: [R]}: accuracy,
+    per class one-vs-rest sensitivity, specificity and AUC (`auc/<class>`), and macro AUC
+    (their mean; NaN when a class is absent from the sample)."""
+    out = {"accuracy": (class_ids == labels).mean(axis=1)}
+    aucs = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, name in enumerate(names):
+            truth, called = labels == k, class_ids == k
+            pos = truth.sum(axis=1)
+            neg = truth.shape[1] - pos
+            out[f"sensitivity/{name}"] = np.where(pos > 0, (called & truth).sum(1) / pos, np.nan)
+            out[f"specificity/{name}"] = np.where(neg > 0, (~called & ~truth).sum(1) / neg, np.nan)
+            aucs.append(rank_auc(truth, probabilities[..., k]))
+            out[f"auc/{name}"] = aucs[-1]
+    out["macro_auc"] = np.mean(aucs, axis=0)
+    return out
+
+
+def confusion_matrix(labels: np.ndarray, class_ids: np.ndarray, k: int) -> list[list[int]]:
+    """Counts [true class][called class]."""
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (labels, class_ids), 1)
+    return matrix.tolist()
+
+
+def multiclass_intervals(
+    labels: np.ndarray,
+    class_ids: np.ndarray,
+    probabilities: np.ndarray,
+    names: list[str],
+    features: dict[str, list[str]],
+    slice_features: list[str],
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, dict]:
+    """Per slice: count, point estimates, bootstrap intervals and the confusion matrix."""
+    out = {}
+    for slice_name, idx in slice_members(len(labels), features, slice_features).items():
+        if idx.size == 0:
+            continue
+        y, c, p = labels[idx], class_ids[idx], probabilities[idx]
+        draws = stratified_draws(y, n_resamples, seed)
+        point = class_metrics(y[None], c[None], p[None], names)
+        out[slice_name] = {
+            "example_count": int(idx.size),
+            "metrics": {m: float(v[0]) for m, v in point.items()},
+            "intervals": percentile_intervals(
+                class_metrics(y[draws], c[draws], p[draws], names), level
+            ),
+            "confusion_matrix": confusion_matrix(y, c, len(names)),
+        }
+    return out
