@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--weights", default="none")
-    p.add_argument("--segmenter-size", type=int, default=64)
+    p.add_argument("--segmenter-size", type=int, default=96)
     p.add_argument("--segmenter-epochs", type=int, default=30)
     p.add_argument("--segmenter-width", type=int, default=16)
     p.add_argument("--seed", type=int, default=42)

@@ -54,10 +54,10 @@ class PipelineConfig:
     # without masks; on BUSI it serves best, docs/RESULTS.md) or on the radiologist's masks
     # ("mask": the paper, and the busi-paper profile).
     train_roi: TrainRoi = TrainRoi.PREDICTED
-    # The segmenter's input and mask side (a multiple of 8). 64 px: on BUSI the same test
-    # Dice as 96 px (0.667 vs 0.674) at 1.2x instead of 1.6x the cost of a prediction with a
-    # given mask (docs/RESULTS.md); a narrower U-Net at 96 px lost 7 points of Dice.
-    segmenter_size: int = 64
+    # The segmenter's input and mask side (a multiple of 8). 64 px costs 1.2x instead of
+    # 1.6x a prediction with a given mask, but lost 8.5 points of test Dice on BUSI's paper
+    # split (docs/RESULTS.md); so does a narrower U-Net at 96 px (`segmenter_width` 8).
+    segmenter_size: int = 96
     segmenter_width: int = 16  # U-Net channels at the first level (x2 per level below)
     segmenter_epochs: int = 40
     segmenter_learning_rate: float = 1e-3

@@ -230,10 +230,14 @@ def format_multiclass(report: dict) -> str:
         )
     shortcuts = report.get("shortcuts", {})
     if "empty_mask_is_normal" in shortcuts:
-        lines.append(
+        line = (
             "  shortcut, no model: \"empty mask => normal\" (ORACLE: reads the test mask) "
-            f"accuracy {cell(shortcuts['empty_mask_is_normal'], 'accuracy')}; \"segmenter "
-            "finds nothing => normal\" accuracy "
-            f"{cell(shortcuts['no_roi_found_is_normal'], 'accuracy')}"
+            f"accuracy {cell(shortcuts['empty_mask_is_normal'], 'accuracy')}"
         )
+        if "no_roi_found_is_normal" in shortcuts:
+            line += (
+                "; \"segmenter finds nothing => normal\" accuracy "
+                f"{cell(shortcuts['no_roi_found_is_normal'], 'accuracy')}"
+            )
+        lines.append(line)
     return "\n".join(lines)

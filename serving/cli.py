@@ -48,8 +48,8 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument(
         "--classes",
         type=_class_list,
-        default=list(C.DEFAULT_CLASSES["busi"]),
-        help="comma-separated class names by class id (default: benign,malignant)",
+        help="comma-separated class names by class id (default: benign,malignant, or "
+        "benign,malignant,normal for a three-class model)",
     )
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     predict.add_argument(
@@ -296,9 +296,12 @@ def run_predict(args: argparse.Namespace) -> int:
                 scored += 1
                 probabilities = [float(p) for p in np.asarray(result[C.PROBABILITIES])]
                 class_id = int(result[C.CLASS_ID])
-                class_name = _class_name(args.classes, class_id)
+                classes = (
+                    args.classes or C.class_names(C.LAYOUT_CLASSES["busi"])[: len(probabilities)]
+                )
+                class_name = _class_name(classes, class_id)
                 shown = ", ".join(
-                    f"{_class_name(args.classes, i)}={p:.4f}" for i, p in enumerate(probabilities)
+                    f"{_class_name(classes, i)}={p:.4f}" for i, p in enumerate(probabilities)
                 )
                 roi_source = text_output(result[C.ROI_SOURCE]) if C.ROI_SOURCE in result else None
                 roi = f"\troi={roi_source}" if roi_source is not None else ""
@@ -312,7 +315,7 @@ def run_predict(args: argparse.Namespace) -> int:
                         "signature": args.signature,
                         "class_id": class_id,
                         "class_name": class_name,
-                        "classes": list(args.classes),
+                        "classes": list(classes),
                         "probabilities": probabilities,
                     }
                     for name in (C.POSITIVE_PROBABILITY, C.THRESHOLD):

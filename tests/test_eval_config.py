@@ -41,3 +41,34 @@ def test_overall_and_per_slice_thresholds():
 def test_unknown_metric_is_rejected():
     with pytest.raises(ValueError, match="accuracy"):
         build_eval_config(profile("demo", thresholds={"accuracy": 0.5}))
+
+
+def test_three_classes_add_per_class_outputs_and_keep_the_binary_gates():
+    """The binary metrics and every threshold stay on `decision_score` (malignant against
+    the rest, labelled by `is_positive`); the served one-hot call and the probabilities get
+    per-class metrics against `label`."""
+    cfg = profile("busi-paper", classes=("normal", "benign", "malignant"))
+    assert cfg.classes == ("benign", "malignant", "normal")  # by label id
+    config = build_eval_config(cfg)
+    spec = config.model_specs[0]
+    assert dict(spec.label_keys) == {
+        "decision_score": "is_positive",
+        "class_one_hot": "label",
+        "probabilities": "label",
+    }
+    by_output = {}
+    for ms in config.metrics_specs:
+        names = [m.class_name for m in ms.metrics]
+        by_output.setdefault(ms.output_names[0], []).append(
+            (names, list(ms.binarize.class_ids.values))
+        )
+    assert by_output["probabilities"] == [(["AUC"], [0, 1, 2])]
+    assert (["Recall", "Specificity"], [0, 1, 2]) in by_output["class_one_hot"]
+    assert (["MultiClassConfusionMatrixPlot"], []) in by_output["class_one_hot"]
+    gated = [m for m in config.metrics_specs[0].metrics if m.per_slice_thresholds]
+    assert config.metrics_specs[0].output_names == ["decision_score"] and gated
+
+
+def test_classes_must_have_label_ids_from_zero():
+    with pytest.raises(ValueError, match="label ids"):
+        profile("demo", classes=("benign", "normal"))

@@ -12,6 +12,7 @@ from modules.intervals.bootstrap import (
     slice_intervals,
     stratified_bootstrap,
 )
+from modules.intervals.multiclass import class_metrics, confusion_matrix, multiclass_intervals
 
 
 def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,3 +78,44 @@ def test_slices_are_independent_of_each_other_and_wider_when_smaller():
 
     assert width("dataset=a", "auc") > width("dataset=b", "auc")
     assert width("dataset=a", "binary_accuracy") > width("overall", "binary_accuracy")
+
+
+def test_three_class_metrics_match_scikit_learn():
+    rng = np.random.default_rng(7)
+    labels = np.arange(60) % 3
+    probs = rng.dirichlet([1, 1, 1], size=60) + 0.6 * np.eye(3)[labels]
+    probs /= probs.sum(axis=1, keepdims=True)
+    called = probs.argmax(axis=1)
+    called[:5] = 1  # a threshold rule can overrule the argmax
+    names = ["benign", "malignant", "normal"]
+    got = {
+        k: float(v[0])
+        for k, v in class_metrics(labels[None], called[None], probs[None], names).items()
+    }
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(labels, called))
+    for k, name in enumerate(names):
+        truth, hit = labels == k, called == k
+        assert got[f"sensitivity/{name}"] == pytest.approx(skm.recall_score(truth, hit))
+        assert got[f"specificity/{name}"] == pytest.approx(skm.recall_score(~truth, ~hit))
+        assert got[f"auc/{name}"] == pytest.approx(skm.roc_auc_score(truth, probs[:, k]))
+    assert got["macro_auc"] == pytest.approx(
+        skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    )
+    assert confusion_matrix(labels, called, 3) == skm.confusion_matrix(labels, called).tolist()
+
+
+def test_three_class_intervals_are_reproducible_and_cover_the_estimate():
+    rng = np.random.default_rng(3)
+    labels = np.arange(45) % 3
+    probs = rng.dirichlet([2, 2, 2], size=45) + 0.4 * np.eye(3)[labels]
+    probs /= probs.sum(axis=1, keepdims=True)
+    called = probs.argmax(axis=1)
+    features = {"dataset": ["busi"] * 30 + ["other"] * 15}
+    args = (labels, called, probs, ["benign", "malignant", "normal"], features, ["dataset"])
+    a = multiclass_intervals(*args, 300, 42, 0.95)
+    assert a == multiclass_intervals(*args, 300, 42, 0.95)
+    assert a != multiclass_intervals(*args, 300, 43, 0.95)
+    assert set(a) == {"overall", "dataset=busi", "dataset=other"}
+    for entry in a.values():
+        for name, (lo, hi) in entry["intervals"].items():
+            assert lo <= entry["metrics"][name] + 1e-9 and entry["metrics"][name] <= hi + 1e-9

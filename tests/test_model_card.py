@@ -86,6 +86,39 @@ def test_card_states_the_recorded_figures():
     assert "threshold 0.2379 on calibrated P(malignant)" in text
 
 
+def test_three_class_card_states_per_class_figures_and_the_shortcut():
+    overall = {
+        "example_count": 30,
+        "metrics": {
+            "accuracy": 0.7,
+            "macro_auc": 0.81,
+            **{
+                f"{m}/{c}": 0.5
+                for m in ("sensitivity", "specificity", "auc")
+                for c in ("benign", "malignant", "normal")
+            },
+            "sensitivity/normal": 0.9,
+        },
+        "intervals": {"accuracy": [0.55, 0.83], "sensitivity/normal": [0.7, 1.0]},
+        "confusion_matrix": [[8, 2, 0], [3, 7, 0], [0, 1, 9]],
+    }
+    shortcut = {
+        "metrics": {"accuracy": 0.667, "sensitivity/normal": 1.0},
+        "intervals": {"accuracy": [0.6, 0.73]},
+    }
+    multiclass = {
+        "classes": ["benign", "malignant", "normal"],
+        "slices": {"overall": overall},
+        "shortcuts": {"empty_mask_is_normal": shortcut},
+    }
+    info = {**INFO, "classes": ["benign", "malignant", "normal"]}
+    card = build_card(info, {**INTERVALS, "multiclass": multiclass}, None, None, {}, "3")
+    text = render_markdown(card)
+    assert "accuracy 0.700 [0.55, 0.83], macro AUC 0.810" in text
+    assert "| normal | 0.900 [0.70, 1.00] | 0.500 | 0.500 |" in text
+    assert "(ORACLE) scores accuracy 0.667 [0.60, 0.73]" in text
+
+
 def test_card_without_optional_records():
     card = build_card({**INFO, "roi": False}, None, None, None, {}, "not pushed")
     text = render_markdown(card)

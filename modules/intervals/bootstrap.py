@@ -11,6 +11,8 @@ are defined in all of them (the class mix is fixed by the split, as in a case-co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -112,6 +114,33 @@ def slice_members(n: int, features: dict[str, list[str]], slice_features: list[s
     return out
 
 
+def bootstrap_slices(
+    labels: np.ndarray,
+    columns: tuple[np.ndarray, ...],
+    metrics: Callable[..., dict[str, np.ndarray]],
+    features: dict[str, list[str]],
+    slice_features: list[str],
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, dict]:
+    """Per slice: example count, point estimates and seeded class-stratified bootstrap
+    intervals of `metrics(labels, *columns)`, which maps [R, n] arrays to {name: [R]}."""
+    out = {}
+    for name, idx in slice_members(len(labels), features, slice_features).items():
+        if idx.size == 0:
+            continue
+        y, cols = labels[idx], [c[idx] for c in columns]
+        draws = stratified_draws(y, n_resamples, seed)
+        point = metrics(y[None], *(c[None] for c in cols))
+        out[name] = {
+            "example_count": int(idx.size),
+            "metrics": {m: float(v[0]) for m, v in point.items()},
+            "intervals": percentile_intervals(metrics(y[draws], *(c[draws] for c in cols)), level),
+        }
+    return out
+
+
 def slice_intervals(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -122,16 +151,8 @@ def slice_intervals(
     level: float,
 ) -> dict[str, dict]:
     """Per slice: example count, point estimates and bootstrap intervals of every metric."""
-    out = {}
-    for name, idx in slice_members(len(labels), features, slice_features).items():
-        if idx.size == 0:
-            continue
-        out[name] = {
-            "example_count": int(idx.size),
-            "metrics": point_estimates(labels[idx], scores[idx]),
-            "intervals": stratified_bootstrap(labels[idx], scores[idx], n_resamples, seed, level),
-        }
-    return out
+    args = (features, slice_features, n_resamples, seed, level)
+    return bootstrap_slices(labels, (scores,), rate_metrics, *args)
 
 
 def mean_intervals(

@@ -150,11 +150,11 @@ def class_report(
     if normal is not None:
         others = scored.labels[scored.labels != normal]
         fallback = int(np.bincount(others).argmax()) if others.size else 0
-        rules = {
-            # ORACLE: reads the radiologist's mask of the test image
-            "empty_mask_is_normal": scored.has_mask == 0,
-            "no_roi_found_is_normal": deployable[C.ROI_SOURCE].astype(str) == C.ROI_NONE,
-        }
+        roi_source = deployable[C.ROI_SOURCE].astype(str)
+        # ORACLE: reads the radiologist's mask of the test image
+        rules = {"empty_mask_is_normal": scored.has_mask == 0}
+        if (roi_source == C.ROI_PREDICTED).any():  # a segmenter drew ROIs (ROI on)
+            rules["no_roi_found_is_normal"] = roi_source == C.ROI_NONE
         report["shortcuts"] = {}
         for name, fires in rules.items():
             called = np.where(fires, normal, fallback)

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modules.intervals.bootstrap import (
-    percentile_intervals,
-    rank_auc,
-    slice_members,
-    stratified_draws,
-)
+from modules.intervals.bootstrap import bootstrap_slices, rank_auc, slice_members
 
 
 def class_metrics(
@@ -54,19 +49,15 @@ def multiclass_intervals(
     level: float,
 ) -> dict[str, dict]:
     """Per slice: count, point estimates, bootstrap intervals and the confusion matrix."""
-    out = {}
-    for slice_name, idx in slice_members(len(labels), features, slice_features).items():
-        if idx.size == 0:
-            continue
-        y, c, p = labels[idx], class_ids[idx], probabilities[idx]
-        draws = stratified_draws(y, n_resamples, seed)
-        point = class_metrics(y[None], c[None], p[None], names)
-        out[slice_name] = {
-            "example_count": int(idx.size),
-            "metrics": {m: float(v[0]) for m, v in point.items()},
-            "intervals": percentile_intervals(
-                class_metrics(y[draws], c[draws], p[draws], names), level
-            ),
-            "confusion_matrix": confusion_matrix(y, c, len(names)),
-        }
+
+    def metrics(y: np.ndarray, c: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
+        return class_metrics(y, c, p, names)
+
+    args = (features, slice_features, n_resamples, seed, level)
+    out = bootstrap_slices(labels, (class_ids, probabilities), metrics, *args)
+    for name, idx in slice_members(len(labels), features, slice_features).items():
+        if name in out:
+            out[name]["confusion_matrix"] = confusion_matrix(
+                labels[idx], class_ids[idx], len(names)
+            )
     return out
