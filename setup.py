@@ -31,6 +31,9 @@ setup(
         # Beam's DaskRunner (apache-beam[dask]): `lesionlens score` / `ingest` on dask clusters
         "dask==2025.12.0",
         "distributed==2025.12.0",
+        # `lesionlens report`: ROC curves, reliability diagrams, confusion matrices, galleries
+        "matplotlib==3.11.2",
+        "Markdown==3.11.3",  # ... and its HTML page
     ],
     extras_require={
         "dev": ["pytest==8.3.4", "ruff==0.8.4"],

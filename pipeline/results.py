@@ -29,8 +29,8 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
     P > 0.5), oracle (overall metrics and intervals when every test request carries the
     radiologist's mask) and calibration (temperature, test ECE without / with it); with three
     classes, multiclass (BootstrapIntervals' per-class report; `metrics` are then malignant
-    against the rest); and, with ROI on, segmentation (the segmenter's test Dice / IoU
-    report)."""
+    against the rest); per_image (the test split's labels and answers); and, with ROI on,
+    segmentation (the segmenter's test Dice / IoU report)."""
     store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
@@ -68,8 +68,9 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
                 "metrics": oracle["metrics"],
                 "intervals": _bounds({"overall": oracle})["overall"],
             }
-        if "multiclass" in report:
-            out["multiclass"] = report["multiclass"]
+        for key in ("multiclass", "per_image"):
+            if key in report:
+                out[key] = report[key]
         calibration = report["calibration"]
         out["calibration"] = {
             "temperature": calibration["temperature"],

@@ -55,6 +55,7 @@ def _text(value) -> str:
 class ScoredSplit:
     """A split scored by the exported model, every array in image-id order."""
 
+    image_ids: list[str]  # [n]
     labels: np.ndarray  # [n]
     has_mask: np.ndarray  # [n], 1 = the record carries a non-empty lesion mask
     features: dict[str, list[str]]  # slice feature -> [n] values
@@ -97,6 +98,7 @@ def score_split(
         for f in slice_features:
             features[f].extend(_text(v) for v in transformed[f].numpy().reshape(-1))
     return ScoredSplit(
+        image_ids=[_image_id(r).decode() for r in records],
         labels=np.concatenate(columns[C.LABEL]),
         has_mask=np.concatenate(columns[C.HAS_MASK]),
         features=features,
@@ -203,6 +205,21 @@ def BootstrapIntervals(
         # at P(positive) > 0.5, for comparison
         "at_probability_0_5": slice_intervals(labels, deployable[C.POSITIVE_PROBABILITY], *args),
         "calibration": split_calibration(model_dir, labels, deployable[C.PROBABILITIES]),
+    }
+    # per test image, for plots (ROC curves, reliability diagrams, galleries: `lesionlens
+    # report`); probabilities are the calibrated ones
+    result["per_image"] = {
+        "image_id": scored.image_ids,
+        "label": labels.tolist(),
+        "has_mask": scored.has_mask.tolist(),
+        **{
+            kind: {
+                C.PROBABILITIES: out[C.PROBABILITIES].round(6).tolist(),
+                C.CLASS_ID: out[C.CLASS_ID].tolist(),
+                C.ROI_SOURCE: out[C.ROI_SOURCE].astype(str).tolist(),
+            }
+            for kind, out in (("deployable", deployable), ("oracle", oracle))
+        },
     }
     classes = _model_classes(model_dir)
     if len(classes) > 2:
