@@ -169,6 +169,46 @@ def demo_pipeline(installed, tmp_path_factory):
     return cfg, res["pushed_destination"], records
 
 
+THREE_CLASSES = "benign,malignant,normal"
+THREE_CLASS_RUN = [
+    "-m",
+    "local_runner",
+    "--data",
+    "records",
+    "--output-root",
+    "out",
+    "--image-size",
+    "64",
+]
+THREE_CLASS_RUN += ["--epochs", "2", "--segmenter-epochs", "30", "--classes", THREE_CLASSES]
+
+
+@pytest.fixture(scope="session")
+def three_class_run(installed, tmp_path_factory):
+    """The paper's three-class setting on generated data (tests/test_three_classes.py,
+    tests/test_report.py): (config, results, the run's output, its folder)."""
+    from local_runner import metadata_connection
+    from pipeline.config import profile
+    from pipeline.results import latest_results
+
+    _, env = installed
+    root = tmp_path_factory.mktemp("three_classes")
+    cli = ["-m", "lesionlens.cli"]
+    run_python(env, root, *cli, "synth", "raw", "--n", "12", "--size", "64", "--seed", "5")
+    run_python(env, root, *cli, "ingest", "raw", "records", "--classes", THREE_CLASSES)
+    out = run_python(env, root, *THREE_CLASS_RUN)
+    cfg = profile(
+        "demo",
+        data_root=str(root / "records"),
+        output_root=str(root / "out"),
+        image_size=64,
+        classes=tuple(THREE_CLASSES.split(",")),
+    )
+    res = latest_results(metadata_connection(cfg))
+    assert res["pushed"], out[-3000:]
+    return cfg, res, out, root
+
+
 def read_raw_examples(records, split: str = "test") -> list[bytes]:
     import tensorflow as tf
 

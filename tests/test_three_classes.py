@@ -11,44 +11,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from conftest import read_raw_examples, run_python
+from conftest import THREE_CLASS_RUN, THREE_CLASSES, read_raw_examples
 from ml_metadata import metadata_store
 
 from local_runner import metadata_connection
 from modules import contract as C
-from pipeline.config import profile
 from pipeline.eval_config import DECISION_OUTPUT, PROBABILITIES_OUTPUT
-from pipeline.results import latest_results
-
-CLASSES = "benign,malignant,normal"
-RUN = ["-m", "local_runner", "--data", "records", "--output-root", "out", "--image-size", "64"]
-RUN += ["--epochs", "2", "--segmenter-epochs", "30", "--classes", CLASSES]
-
-
-@pytest.fixture(scope="module")
-def three_class_run(installed, tmp_path_factory):
-    _, env = installed
-    root = tmp_path_factory.mktemp("three_classes")
-    cli = ["-m", "lesionlens.cli"]
-    run_python(env, root, *cli, "synth", "raw", "--n", "12", "--size", "64", "--seed", "5")
-    run_python(env, root, *cli, "ingest", "raw", "records", "--classes", CLASSES)
-    out = run_python(env, root, *RUN)
-    cfg = profile(
-        "demo",
-        data_root=str(root / "records"),
-        output_root=str(root / "out"),
-        image_size=64,
-        classes=tuple(CLASSES.split(",")),
-    )
-    res = latest_results(metadata_connection(cfg))
-    assert res["pushed"], out[-3000:]
-    return cfg, res, out, root
 
 
 def test_records_and_config_must_agree_on_the_classes(three_class_run, installed):
     """Two-class flags on three-class records stop before any component runs."""
     root = three_class_run[3]
-    args = [a for a in RUN if a not in ("--classes", CLASSES)] + ["--output-root", "out2"]
+    args = [a for a in THREE_CLASS_RUN if a not in ("--classes", THREE_CLASSES)] + [
+        "--output-root",
+        "out2",
+    ]
     proc = subprocess.run(
         [sys.executable, *args], cwd=root, env=installed[1], capture_output=True, text=True
     )

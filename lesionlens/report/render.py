@@ -1,0 +1,213 @@
+"""The report page: one table per setting (protocol x classes) with every metric, the spread
+over seeds, the first seed's bootstrap interval and the paper's published value in the same
+row; the figures of lesionlens.report.plots; a Grad-CAM gallery; time per stage. Written as
+Markdown and, through the Markdown package, as HTML."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections import defaultdict
+
+import numpy as np
+
+from lesionlens.report import plots
+from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS
+
+# (label, binary metric key, three-class metric key, paper key)
+BINARY = [
+    ("accuracy", "binary_accuracy", "accuracy"),
+    ("AUC", "auc", "auc"),
+    ("sensitivity", "recall", "sensitivity"),
+    ("specificity", "specificity", "specificity"),
+    ("F1", "f1_score", "f1"),
+]
+
+
+def _three_class_metrics(names: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    return [("accuracy", "accuracy", "accuracy"), ("macro AUC", "macro_auc", "")] + [
+        (f"sensitivity {n}", f"sensitivity/{n}", "") for n in names
+    ]
+
+
+def _entry(result: dict, classes: int, oracle: bool) -> dict | None:
+    """{"metrics", "intervals"} of one run, overall: binary (malignant against the rest)
+    with two classes, the three-class report with three."""
+    res = result["results"]
+    if classes == 2:
+        if oracle:
+            return res.get("oracle")
+        return {
+            "metrics": res["metrics"].get("overall", {}),
+            "intervals": res["intervals"].get("overall", {}),
+        }
+    multi = res.get("multiclass", {})
+    return multi.get("oracle_slices" if oracle else "slices", {}).get("overall")
+
+
+def _cell(values: list[float], interval) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    text = f"{np.mean(values):.3f}"
+    if len(values) > 1:
+        text += f" ± {np.std(values, ddof=1):.3f}"
+    if interval and not any(math.isnan(b) for b in interval):
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return text
+
+
+def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
+    metrics = BINARY if classes == 2 else _three_class_metrics(CLASS_NAMES[classes])
+    head = "| variant | seeds | " + " | ".join(m[0] for m in metrics) + " |"
+    lines = [head, "|" + " --- |" * (len(metrics) + 2)]
+    for row, results in rows.items():
+        entries = [e for e in (_entry(r, classes, oracle) for r in results) if e]
+        if not entries:
+            continue
+        cells = [
+            _cell([e["metrics"].get(key) for e in entries], entries[0]["intervals"].get(key))
+            for _, key, _ in metrics
+        ]
+        lines.append(f"| {row} | {len(entries)} | " + " | ".join(cells) + " |")
+        variant = results[0]["variant"]
+        paper = PAPER.get((classes, variant["roi"], variant["smote"]))
+        if paper:
+            published = [f"{paper[p] / 100:.4f}" if p in paper else "" for _, _, p in metrics]
+            lines.append(
+                "| *paper (GT-mask ROI, ImageNet, 299 px)* | | " + " | ".join(published) + " |"
+            )
+    return lines + [""]
+
+
+def _shortcut_lines(rows: plots.Rows) -> list[str]:
+    lines = []
+    for row, results in rows.items():
+        found = [r["results"].get("multiclass", {}).get("shortcuts", {}) for r in results]
+        empty = [f["empty_mask_is_normal"]["metrics"]["accuracy"] for f in found if f]
+        if empty:
+            lines.append(
+                f"- {row}: \"empty mask => normal\" (ORACLE, no image) accuracy "
+                f"{_cell(empty, found[0]['empty_mask_is_normal']['intervals'].get('accuracy'))}"
+            )
+    return lines
+
+
+def _gallery(rows: plots.Rows, out: str, slug: str) -> list[str]:
+    """The first seed's gallery of the first row that has one, copied into the report."""
+    for row, results in rows.items():
+        result = results[0]
+        if not result.get("gallery"):
+            continue
+        source = os.path.join(out, "runs", _name(result), "gallery")
+        lines = [
+            f"Grad-CAM gallery, {row}, seed {result['variant']['seed']}, requests without a "
+            "mask (outline: the radiologist's mask):",
+            "",
+        ]
+        for item in result["gallery"]:
+            target = f"gallery_{slug}_{item['file']}"
+            shutil.copyfile(os.path.join(source, item["file"]), os.path.join(out, "report", target))
+            lines.append(
+                f"- {item['kind']}, `{item['image_id']}`, P(malignant) "
+                f"{item['p_malignant']:.3f}: ![{item['kind']}]({target})"
+            )
+        return lines + [""]
+    return []
+
+
+def _name(result: dict) -> str:
+    v = result["variant"]
+    return (
+        f"{v['protocol']}-{v['classes']}c-roi{int(v['roi'])}-smote{int(v['smote'])}-seed{v['seed']}"
+    )
+
+
+def _times(results: list[dict]) -> list[str]:
+    lines = [
+        "| variant | runs | pipeline wall time (s) | classifier training (s) | inference per "
+        "image, Grad-CAM included (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    by_row = defaultdict(list)
+    for r in results:
+        by_row[f"{r['variant']['protocol']}, {r['variant']['classes']} classes, {_row(r)}"].append(
+            r
+        )
+    for row, rs in by_row.items():
+        wall = np.mean([r["wall_s"] for r in rs])
+        train = np.mean([r["info"]["train_seconds"] or 0 for r in rs])
+        infer = np.mean([r["inference_s_per_image"] for r in rs])
+        lines.append(f"| {row} | {len(rs)} | {wall:.0f} | {train:.0f} | {infer:.3f} |")
+    lines.append(
+        f"| *paper (one P100)* | | | {PAPER_SECONDS['train']:.0f} | "
+        f"{PAPER_SECONDS['inference_per_image']:.2f} |"
+    )
+    return lines + [""]
+
+
+def _row(result: dict) -> str:
+    v = result["variant"]
+    return f"ROI {'on' if v['roi'] else 'off'}, SMOTE {'on' if v['smote'] else 'off'}"
+
+
+def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[str, str]:
+    """Writes OUT/report/report.md, report.html and the figures; returns both paths."""
+    folder = os.path.join(out, "report")
+    os.makedirs(folder, exist_ok=True)
+    settings: dict[tuple[str, int], plots.Rows] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(
+        results,
+        key=lambda r: (r["variant"]["seed"], not r["variant"]["roi"], not r["variant"]["smote"]),
+    ):
+        v = r["variant"]
+        settings[(v["protocol"], v["classes"])][_row(r)].append(r)
+    seeds = sorted({r["variant"]["seed"] for r in results})
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(results)} pipeline runs, seeds {', '.join(map(str, seeds))}; report wall time "
+        f"{wall_s / 60:.0f} min. Cells: mean ± standard deviation over seeds [the first seed's "
+        "95 % seeded bootstrap interval]. Binary metrics are at each model's exported "
+        "operating threshold. The paper's rows are its published BUSI figures (Tables 5-7); "
+        "the paper used ImageNet weights and the radiologist's mask of every test image.",
+        "",
+    ]
+    for (protocol, classes), rows in sorted(settings.items()):
+        slug = f"{protocol}_{classes}c"
+        lines += [f"## {protocol} protocol, {classes} classes", ""]
+        lines += ["**Without masks (deployable: the segmenter's ROI when ROI is on)**", ""]
+        lines += metric_table(rows, classes, oracle=False)
+        lines += ["**With the radiologist's mask of each test image (ORACLE)**", ""]
+        lines += metric_table(rows, classes, oracle=True)
+        if classes == 3:
+            lines += (
+                ["The empty-mask shortcut, beside the model:", ""] + _shortcut_lines(rows) + [""]
+            )
+        names = list(CLASS_NAMES[classes])
+        for label, name in (
+            ("ROC curves", plots.roc_curves(rows, folder, slug)),
+            ("Reliability diagrams", plots.reliability(rows, folder, slug)),
+            ("Confusion matrices", plots.confusion_matrices(rows, folder, slug, names)),
+            ("Training curves", plots.training_curves(rows, folder, slug)),
+        ):
+            lines += [f"![{label}]({name})", ""]
+        lines += _gallery(rows, out, slug)
+    lines += ["## Time per stage", ""] + _times(results)
+    text = "\n".join(lines)
+    md = os.path.join(folder, "report.md")
+    with open(md, "w") as f:
+        f.write(text)
+    import markdown
+
+    body = markdown.markdown(text, extensions=["tables"])
+    html = os.path.join(folder, "report.html")
+    with open(html, "w") as f:
+        f.write(
+            "<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{title}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
+            "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+            f"padding:3px 6px}}img{{max-width:100%}}</style></head><body>{body}</body></html>"
+        )
+    return md, html

@@ -1,0 +1,80 @@
+"""`lesionlens report`: the grid it plans, and the report it renders from real pipeline runs
+(the shared demo run and the three-class run, collected as grid variants)."""
+
+import json
+
+import pytest
+
+from lesionlens.report import grid, render, run_variant
+from lesionlens.report.grid import Variant
+
+
+def test_grid_is_the_papers_ablation_with_seeds_outermost():
+    variants = grid.plan(["grouped", "paper"], [2, 3], [True, False], [True, False], 3)
+    assert len(variants) == 48 and len(set(variants)) == 48
+    assert [v.seed for v in variants[:16]] == [42] * 16  # a stopped report has whole seeds
+    cfg = grid.profile_config("report-cpu", variants[0], "/tmp/r")
+    assert (cfg.image_size, cfg.epochs, cfg.weights, cfg.train_roi.value) == (
+        160,
+        16,
+        "none",
+        "mask",
+    )
+    assert cfg.classes == ("benign", "malignant") and cfg.thresholds == {}
+    assert cfg.data_root == "/tmp/r/records/grouped-2c"
+    off = grid.profile_config("paper", Variant("paper", 3, False, False, 43), "/tmp/r")
+    assert (off.image_size, off.roi, off.smote.value, off.seed) == (299, False, "none", 43)
+    assert off.classes == ("benign", "malignant", "normal")
+
+
+@pytest.fixture(scope="module")
+def report(demo_pipeline, three_class_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    runs = [
+        (demo_pipeline[0], Variant("grouped", 2, True, True, 42)),
+        (three_class_run[0], Variant("grouped", 3, True, True, 42)),
+    ]
+    for cfg, variant in runs:
+        path = out / "runs" / variant.name / "result.json"
+        path.parent.mkdir(parents=True)
+        result = run_variant.collect(cfg, variant, 100.0, str(path.parent))
+        path.write_text(json.dumps(result, default=list))
+
+    # finished variants are read back, nothing is run again (a stopped report resumes)
+    def fail(line):
+        raise AssertionError(f"ran a finished variant: {line}")
+
+    results = list(grid.run_all(str(out), "report-cpu", [v for _, v in runs], fail))
+    md, html = render.render(results, str(out), "test report", 600.0)
+    return out, results, open(md).read(), open(html).read()
+
+
+def test_report_states_every_run_with_the_papers_row(report):
+    out, results, text, html = report
+    two, three = results
+    assert "## grouped protocol, 2 classes" in text and "## grouped protocol, 3 classes" in text
+    auc = two["results"]["metrics"]["overall"]["auc"]
+    lo, hi = two["results"]["intervals"]["overall"]["auc"]
+    assert "| ROI on, SMOTE on | 1 | " in text and f"{auc:.3f} [{lo:.2f}, {hi:.2f}]" in text
+    assert "| 0.9897 | 0.9995 | 0.9924 | 0.9848 | 0.9882 |" in text  # Table 5
+    assert "| 0.9915 |" in text  # Table 7, three classes
+    accuracy = three["results"]["multiclass"]["slices"]["overall"]["metrics"]["accuracy"]
+    assert f"| ROI on, SMOTE on | 1 | {accuracy:.3f}" in text
+    assert '"empty mask => normal" (ORACLE, no image) accuracy' in text
+    assert "| *paper (one P100)* | | | 121 | 0.09 |" in text
+    assert "<table>" in html and html.count("<img") == text.count("![")
+
+
+def test_report_figures_are_real_pngs(report):
+    out, results, text, _ = report
+    for name in ("roc", "reliability", "confusion", "training"):
+        for setting in ("grouped_2c", "grouped_3c"):
+            png = out / "report" / f"{name}_{setting}.png"
+            assert f"]({png.name})" in text
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    gallery = [g for r in results for g in r["gallery"]]
+    for item in gallery:
+        assert item["kind"] in ("true positive", "false negative", "false positive")
+    copied = list((out / "report").glob("gallery_*.png"))
+    assert len(copied) == text.count("P(malignant)")
+    assert all(r["inference_s_per_image"] > 0 for r in results)
