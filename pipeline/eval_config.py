@@ -7,14 +7,6 @@ from tensorflow_model_analysis.proto import config_pb2
 from modules import contract as C
 from pipeline.config import PipelineConfig
 
-# TFMA output names of a three-class model (see _multiclass_specs): TFMA looks each up
-# among the signature's outputs, so they are those outputs' names.
-MALIGNANT_OUTPUT, DECISION_OUTPUT, PROBABILITIES_OUTPUT = (
-    C.DECISION_SCORE,
-    C.CLASS_ONE_HOT,
-    C.PROBABILITIES,
-)
-
 
 def _threshold(lower: float | None, max_drop: float | None) -> config_pb2.MetricThreshold:
     t = config_pb2.MetricThreshold()
@@ -53,17 +45,31 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
                     )
                 )
         metrics.append(mc)
-    signature = C.PREDICT_NO_MASK if cfg.roi else C.SERVING_DEFAULT
     # ROI on: every request's mask is ignored, so the gated metrics are those of the served
-    # model for a client without masks (the segmenter's ROI). `decision_score` > 0.5 <=>
-    # the served positive call.
-    if len(cfg.classes) == 2:
-        spec = config_pb2.ModelSpec(label_key=C.LABEL, prediction_key=C.DECISION_SCORE)
-        metrics_specs = [config_pb2.MetricsSpec(metrics=metrics)]
-    else:
-        spec, metrics_specs = _multiclass_specs(metrics, len(cfg.classes))
-    spec.signature_name = signature
-    spec.preprocessing_function_names.append(C.TRANSFORM_FEATURES)
+    # model for a client without masks (the segmenter's ROI). Each TFMA output name is the
+    # signature output it reads. `decision_score` > 0.5 <=> the served positive call;
+    # `positive_probability` (calibrated P(malignant)) gets TFMA's calibration metric and
+    # plot; with three classes, malignant against the rest is `is_positive` (Transform).
+    positive = C.LABEL if len(cfg.classes) == 2 else C.IS_POSITIVE
+    per_output = {
+        C.DECISION_SCORE: (positive, [config_pb2.MetricsSpec(metrics=metrics)]),
+        C.POSITIVE_PROBABILITY: (
+            positive,
+            [config_pb2.MetricsSpec(metrics=[_metric("Calibration"), _metric("CalibrationPlot")])],
+        ),
+    }
+    if len(cfg.classes) > 2:
+        per_output.update(_multiclass_specs(len(cfg.classes)))
+    spec = config_pb2.ModelSpec(
+        signature_name=C.PREDICT_NO_MASK if cfg.roi else C.SERVING_DEFAULT,
+        preprocessing_function_names=[C.TRANSFORM_FEATURES],
+        label_keys={output: label for output, (label, _) in per_output.items()},
+    )
+    metrics_specs = []
+    for output, (_, specs) in per_output.items():
+        for ms in specs:
+            ms.output_names.append(output)
+            metrics_specs.append(ms)
     config = config_pb2.EvalConfig(
         model_specs=[spec],
         slicing_specs=[config_pb2.SlicingSpec()]
@@ -78,42 +84,41 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     return config
 
 
-def _multiclass_specs(
-    binary: list[config_pb2.MetricConfig], classes: int
-) -> tuple[config_pb2.ModelSpec, list[config_pb2.MetricsSpec]]:
-    """Three outputs of one signature: `decision_score` (the binary metrics and thresholds,
-    malignant against the rest), `class_one_hot` (the served call as a one-hot row: per
-    class one-vs-rest recall = sensitivity and specificity, their micro average, whose
-    recall is the accuracy, and the confusion matrix) and `probabilities` (per class
-    one-vs-rest AUC and the macro AUC)."""
-    spec = config_pb2.ModelSpec(
-        label_keys={
-            MALIGNANT_OUTPUT: C.IS_POSITIVE,
-            DECISION_OUTPUT: C.LABEL,
-            PROBABILITIES_OUTPUT: C.LABEL,
-        },
-    )
+def _metric(name: str) -> config_pb2.MetricConfig:
+    return config_pb2.MetricConfig(class_name=name)
+
+
+def _multiclass_specs(classes: int) -> dict[str, tuple[str, list[config_pb2.MetricsSpec]]]:
+    """The outputs a three-class model adds, each against `label`: `class_one_hot` (the
+    served call as a one-hot row: per class one-vs-rest recall = sensitivity and
+    specificity, their micro average, whose recall is the accuracy, and the confusion
+    matrix) and `probabilities` (per class one-vs-rest AUC and the macro AUC)."""
     per_class = config_pb2.BinarizationOptions(class_ids={"values": list(range(classes))})
     weights = {k: 1.0 for k in range(classes)}  # averages over every class, equally
-
-    def metric(name: str) -> config_pb2.MetricConfig:
-        return config_pb2.MetricConfig(class_name=name)
-
-    return spec, [
-        config_pb2.MetricsSpec(metrics=binary, output_names=[MALIGNANT_OUTPUT]),
-        config_pb2.MetricsSpec(
-            metrics=[metric("Recall"), metric("Specificity")],
-            output_names=[DECISION_OUTPUT],
-            binarize=per_class,
-            aggregate=config_pb2.AggregationOptions(micro_average=True, class_weights=weights),
+    return {
+        C.CLASS_ONE_HOT: (
+            C.LABEL,
+            [
+                config_pb2.MetricsSpec(
+                    metrics=[_metric("Recall"), _metric("Specificity")],
+                    binarize=per_class,
+                    aggregate=config_pb2.AggregationOptions(
+                        micro_average=True, class_weights=weights
+                    ),
+                ),
+                config_pb2.MetricsSpec(metrics=[_metric("MultiClassConfusionMatrixPlot")]),
+            ],
         ),
-        config_pb2.MetricsSpec(
-            metrics=[metric("MultiClassConfusionMatrixPlot")], output_names=[DECISION_OUTPUT]
+        C.PROBABILITIES: (
+            C.LABEL,
+            [
+                config_pb2.MetricsSpec(
+                    metrics=[_metric("AUC")],
+                    binarize=per_class,
+                    aggregate=config_pb2.AggregationOptions(
+                        macro_average=True, class_weights=weights
+                    ),
+                )
+            ],
         ),
-        config_pb2.MetricsSpec(
-            metrics=[metric("AUC")],
-            output_names=[PROBABILITIES_OUTPUT],
-            binarize=per_class,
-            aggregate=config_pb2.AggregationOptions(macro_average=True, class_weights=weights),
-        ),
-    ]
+    }

@@ -13,7 +13,6 @@ from ml_metadata.proto import metadata_store_pb2
 from modules import contract as C
 from modules.intervals.component import INTERVALS_FILE, MetricIntervals
 from modules.segmenter.evaluation import RESULT_FILE, SegmentationMetrics
-from pipeline.eval_config import MALIGNANT_OUTPUT
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str):
@@ -107,8 +106,14 @@ def _slices(uri: str):
     result = tfma.load_eval_result(uri)
     for slice_key, by_output in result.slicing_metrics:
         name = "overall" if not slice_key else ",".join(f"{k}={v}" for k, v in slice_key)
-        # binary metrics: the only output of a two-class model, `malignant` of a 3-class one
-        values = (by_output.get("") or by_output.get(MALIGNANT_OUTPUT, {})).get("", {})
+        # the binary metrics (on `decision_score`) and TFMA's calibration (mean prediction
+        # over mean label, on `positive_probability`); runs before both were TFMA outputs
+        # have the binary metrics alone, unnamed
+        values = {
+            **by_output.get("", {}).get("", {}),
+            **by_output.get(C.DECISION_SCORE, {}).get("", {}),
+            **by_output.get(C.POSITIVE_PROBABILITY, {}).get("", {}),
+        }
         flat = {}
         for metric, v in values.items():
             if "doubleValue" in v:

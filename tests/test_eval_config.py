@@ -2,6 +2,7 @@
 
 import pytest
 
+from modules import contract as C
 from pipeline.config import profile
 from pipeline.eval_config import build_eval_config
 
@@ -35,7 +36,13 @@ def test_overall_and_per_slice_thresholds():
     config = build_eval_config(cfg)
     slices = [tuple(s.feature_keys) for s in config.slicing_specs]
     assert slices == [(), ("modality",), ("dataset",), ("label",), ("has_mask",)]
-    assert config.model_specs[0].prediction_key == "decision_score"
+    spec = config.model_specs[0]
+    assert dict(spec.label_keys) == {"decision_score": "label", "positive_probability": "label"}
+    by_output = {
+        ms.output_names[0]: [m.class_name for m in ms.metrics] for ms in config.metrics_specs
+    }
+    assert by_output["positive_probability"] == ["Calibration", "CalibrationPlot"]
+    assert by_output["decision_score"] == list(C.METRICS)  # gated at the served threshold
 
 
 def test_unknown_metric_is_rejected():
@@ -53,6 +60,7 @@ def test_three_classes_add_per_class_outputs_and_keep_the_binary_gates():
     spec = config.model_specs[0]
     assert dict(spec.label_keys) == {
         "decision_score": "is_positive",
+        "positive_probability": "is_positive",
         "class_one_hot": "label",
         "probabilities": "label",
     }

@@ -16,7 +16,6 @@ from ml_metadata import metadata_store
 
 from local_runner import metadata_connection
 from modules import contract as C
-from pipeline.eval_config import DECISION_OUTPUT, PROBABILITIES_OUTPUT
 
 
 def test_records_and_config_must_agree_on_the_classes(three_class_run, installed):
@@ -78,11 +77,11 @@ def test_multiclass_metrics_in_tfma_and_with_intervals(three_class_run):
     evaluation = max(store.get_artifacts_by_type("ModelEvaluation"), key=lambda a: a.id)
     result = tfma.load_eval_result(evaluation.uri)
     overall_tfma = dict(result.slicing_metrics)[()]
-    decision = overall_tfma[DECISION_OUTPUT]
+    decision = overall_tfma[C.CLASS_ONE_HOT]
     for k, name in enumerate(report["classes"]):
         recall = decision[f"classId:{k}"]["recall"]["doubleValue"]
         assert recall == pytest.approx(overall["metrics"][f"sensitivity/{name}"], abs=1e-6)
-    assert "classId:2" in overall_tfma[PROBABILITIES_OUTPUT]
+    assert "classId:2" in overall_tfma[C.PROBABILITIES]
     # the binary metrics are malignant against the rest, at the exported threshold
     assert res["metrics"]["overall"]["example_count"] == n
     assert "three classes, without masks (deployable): accuracy" in out
