@@ -61,7 +61,13 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
             "metrics": half.get("metrics", {}),
             "intervals": _bounds({"overall": half}).get("overall", {}) if half else {},
         }
-        oracle = report.get("oracle_slices", {}).get("overall")
+        argmax = report.get("argmax", {}).get("deployable")
+    if argmax:
+        lines.append(
+            f"  calling the likeliest class instead (no operating point): accuracy "
+            f"{cell(argmax, 'accuracy')}"
+        )
+    oracle = report.get("oracle_slices", {}).get("overall")
         if oracle:
             out["oracle"] = {
                 "metrics": oracle["metrics"],
@@ -228,6 +234,12 @@ def format_multiclass(report: dict) -> str:
         + "): "
         + " / ".join(" ".join(str(n) for n in row) for row in overall["confusion_matrix"])
     )
+    argmax = report.get("argmax", {}).get("deployable")
+    if argmax:
+        lines.append(
+            f"  calling the likeliest class instead (no operating point): accuracy "
+            f"{cell(argmax, 'accuracy')}"
+        )
     oracle = report.get("oracle_slices", {}).get("overall")
     if oracle:
         lines.append(

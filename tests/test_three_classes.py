@@ -71,6 +71,11 @@ def test_multiclass_metrics_in_tfma_and_with_intervals(three_class_run):
     aucs = [overall["metrics"][f"auc/{name}"] for name in report["classes"]]
     assert overall["metrics"]["macro_auc"] == pytest.approx(np.mean(aucs))
     assert "oracle_slices" in report and "label=2" in report["slices"]
+    per_image = res["per_image"]
+    argmax = np.asarray(per_image["deployable"]["probabilities"]).argmax(axis=1)
+    assert report["argmax"]["deployable"]["metrics"]["accuracy"] == pytest.approx(
+        (argmax == np.asarray(per_image["label"])).mean()
+    )
     # TFMA computed the same served call's per-class metrics (the `decision` output) and
     # the per-class AUCs (the `probabilities` output)
     store = metadata_store.MetadataStore(metadata_connection(cfg))

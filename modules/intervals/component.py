@@ -149,6 +149,23 @@ def class_report(
         report["oracle_slices"] = multiclass_intervals(
             scored.labels, oracle[C.CLASS_ID], oracle[C.PROBABILITIES], *args
         )
+    # the likeliest class instead of the served rule (the paper's accuracy): what the
+    # malignant operating point costs in three-class accuracy
+    report["argmax"] = {
+        kind: multiclass_intervals(
+            scored.labels,
+            out[C.PROBABILITIES].argmax(axis=1),
+            out[C.PROBABILITIES],
+            names,
+            {},
+            [],
+            resamples,
+            seed,
+            level,
+        )["overall"]
+        for kind, out in (("deployable", deployable), ("oracle", oracle))
+        if out is not None
+    }
     if normal is not None:
         others = scored.labels[scored.labels != normal]
         fallback = int(np.bincount(others).argmax()) if others.size else 0
