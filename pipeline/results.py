@@ -61,13 +61,7 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
             "metrics": half.get("metrics", {}),
             "intervals": _bounds({"overall": half}).get("overall", {}) if half else {},
         }
-        argmax = report.get("argmax", {}).get("deployable")
-    if argmax:
-        lines.append(
-            f"  calling the likeliest class instead (no operating point): accuracy "
-            f"{cell(argmax, 'accuracy')}"
-        )
-    oracle = report.get("oracle_slices", {}).get("overall")
+        oracle = report.get("oracle_slices", {}).get("overall")
         if oracle:
             out["oracle"] = {
                 "metrics": oracle["metrics"],
