@@ -105,6 +105,16 @@ def inference_seconds(model, records: list[bytes]) -> float:
     return float(np.median(times))
 
 
+def _trained_model(pipeline_root: str) -> str | None:
+    """The newest classifier the run trained, for a run whose model was not pushed (a gate
+    that blocked it)."""
+    import glob
+
+    pattern = os.path.join(pipeline_root, "Trainer", "model", "*", "Format-Serving")
+    models = glob.glob(pattern)
+    return max(models, key=lambda m: int(m.split(os.sep)[-2])) if models else None
+
+
 def collect(cfg, variant: Variant, wall_s: float, folder: str) -> dict:
     """The report's record of one finished run (JSON-able)."""
     import tensorflow as tf
@@ -114,9 +124,9 @@ def collect(cfg, variant: Variant, wall_s: float, folder: str) -> dict:
     from pipeline.results import latest_results
 
     res = latest_results(metadata_connection(cfg))
-    model_dir = res["pushed_destination"]
+    model_dir = res["pushed_destination"] or _trained_model(cfg.pipeline_root)
     if not model_dir:
-        raise RuntimeError(f"{variant.name}: the run pushed no model ({cfg.output_root})")
+        raise RuntimeError(f"{variant.name}: the run trained no model ({cfg.output_root})")
     with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
         info = json.load(f)
     test = read_split(os.path.join(cfg.data_root, C.TEST))
