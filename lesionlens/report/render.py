@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from lesionlens.report import plots
-from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS
+from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS, Variant
 
 # (label, binary metric key, three-class metric key, paper key)
 BINARY = [
@@ -100,7 +100,7 @@ def _gallery(rows: plots.Rows, out: str, slug: str) -> list[str]:
         result = results[0]
         if not result.get("gallery"):
             continue
-        source = os.path.join(out, "runs", _name(result), "gallery")
+        source = os.path.join(out, "runs", Variant(**result["variant"]).name, "gallery")
         lines = [
             f"Grad-CAM gallery, {row}, seed {result['variant']['seed']}, requests without a "
             "mask (outline: the radiologist's mask):",
@@ -115,13 +115,6 @@ def _gallery(rows: plots.Rows, out: str, slug: str) -> list[str]:
             )
         return lines + [""]
     return []
-
-
-def _name(result: dict) -> str:
-    v = result["variant"]
-    return (
-        f"{v['protocol']}-{v['classes']}c-roi{int(v['roi'])}-smote{int(v['smote'])}-seed{v['seed']}"
-    )
 
 
 def _times(results: list[dict]) -> list[str]:
@@ -148,8 +141,7 @@ def _times(results: list[dict]) -> list[str]:
 
 
 def _row(result: dict) -> str:
-    v = result["variant"]
-    return f"ROI {'on' if v['roi'] else 'off'}, SMOTE {'on' if v['smote'] else 'off'}"
+    return Variant(**result["variant"]).row
 
 
 def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[str, str]:
