@@ -161,7 +161,8 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         "",
         f"{len(results)} pipeline runs, seeds {', '.join(map(str, seeds))}: "
         f"{sum(r['wall_s'] for r in results) / 60:.0f} min of pipeline time (this call "
-        f"{wall_s / 60:.0f} min; runs finished before are read back). Cells: mean ± standard deviation over seeds [the first seed's "
+        f"{wall_s / 60:.0f} min; runs finished before are read back). Cells: mean ± "
+        "standard deviation over seeds [the first seed's "
         "95 % seeded bootstrap interval]. Binary metrics are at each model's exported "
         "operating threshold. The paper's rows are its published BUSI figures (Tables 5-7); "
         "the paper used ImageNet weights and the radiologist's mask of every test image.",
