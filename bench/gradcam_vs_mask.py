@@ -66,12 +66,6 @@ def _field(example: tf.train.Example, name: str):
     return feature.int64_list.value[0] if feature.int64_list.value else feature.bytes_list.value[0]
 
 
-def _without_mask(raw: bytes) -> bytes:
-    example = tf.train.Example.FromString(raw)
-    example.features.feature[C.MASK].bytes_list.value[:] = [b""]
-    return example.SerializeToString()
-
-
 def evaluate(model_dir: str, files: Sequence[str], with_masks: bool = True) -> list[dict]:
     """Scores every test example that has a non-empty mask. `with_masks=False` sends each
     request without its mask (the deployable answer: the model's own ROI); the heatmap is
@@ -81,7 +75,7 @@ def evaluate(model_dir: str, files: Sequence[str], with_masks: bool = True) -> l
     rows = []
     batches = tf.data.TFRecordDataset(list(files), compression_type=compression).batch(BATCH)
     for batch in batches:
-        request = batch if with_masks else tf.constant([_without_mask(r) for r in batch.numpy()])
+        request = batch if with_masks else tf.constant([C.without_mask(r) for r in batch.numpy()])
         out = predict(**{C.EXAMPLES: request})
         for i, raw in enumerate(batch.numpy()):
             example = tf.train.Example.FromString(raw)

@@ -188,12 +188,6 @@ class Batches:
     bare: list[np.ndarray]  # the same Examples without their masks
 
 
-def without_mask(record: bytes) -> bytes:
-    example = tf.train.Example.FromString(record)
-    example.features.feature[C.MASK].bytes_list.value[:] = [b""]
-    return example.SerializeToString()
-
-
 def make_batches(
     pool: Sequence[bytes], batch_size: int, transform: Callable[..., Any], image_size: int
 ) -> Batches:
@@ -204,7 +198,7 @@ def make_batches(
         batch = [pool[(k * batch_size + j) % len(pool)] for j in range(batch_size)]
         arr = np.array(batch, dtype=object)
         examples.append(arr)
-        bare.append(np.array([without_mask(r) for r in batch], dtype=object))
+        bare.append(np.array([C.without_mask(r) for r in batch], dtype=object))
         transformed = transform(examples=tf.constant(arr))
         images.append(decode_images(transformed["image"], image_size))
     return Batches(batch_size, examples, images, bare)

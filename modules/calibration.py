@@ -31,6 +31,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(best.x))
 
 
+def uncalibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities before temperature scaling, from the calibrated ones [n, C]:
+    T x log softmax(logits / T) is the logits up to a per-row constant."""
+    logp = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
+    return softmax(temperature * logp, axis=1)
+
+
 def calibrated_positive(logits: np.ndarray, temperature: float, positive: int) -> np.ndarray:
     return softmax(logits / temperature, axis=1)[:, positive]
 

@@ -295,3 +295,13 @@ def build_raw_example(
         feats[LABEL] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(label)]))
     example = example_pb2.Example(features=feature_pb2.Features(feature=feats))
     return example.SerializeToString(deterministic=True)  # same bytes in every process
+
+
+def without_mask(record: bytes) -> bytes:
+    """A serialized raw Example with its mask emptied: what a client without the
+    radiologist's mask sends."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example.FromString(record)
+    example.features.feature[MASK].bytes_list.value[:] = [b""]
+    return example.SerializeToString()

@@ -12,6 +12,7 @@ from modules.calibration import (
     choose_threshold,
     expected_calibration_error,
     fit_temperature,
+    uncalibrated,
 )
 from modules.options import OperatingPoint
 
@@ -36,6 +37,14 @@ def test_temperature_undoes_overconfidence_and_improves_ece():
     # AUC does not move: same ranking
     p1, p2 = calibrated_positive(overconfident, 1.0, 1), calibrated_positive(overconfident, t, 1)
     assert (np.argsort(p1, kind="stable") == np.argsort(p2, kind="stable")).all()
+
+
+def test_uncalibrated_recovers_the_probabilities_before_the_temperature():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.0, 3.0, (50, 3))
+    raw = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    calibrated = np.exp(logits / 2.5) / np.exp(logits / 2.5).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(uncalibrated(calibrated, 2.5), raw, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("target", [0.8, 0.95, 1.0])

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from modules import contract as C  # noqa: E402
-from modules.calibration import expected_calibration_error  # noqa: E402
+from modules.calibration import expected_calibration_error, uncalibrated  # noqa: E402
 
 Rows = dict[str, list[dict]]  # row label ("ROI on, SMOTE on") -> that row's results, by seed
 
@@ -65,10 +65,7 @@ def reliability(rows: Rows, folder: str, slug: str) -> str:
         for result in results:
             y, p = _positive(result)
             probs = np.asarray(result["results"]["per_image"]["deployable"][C.PROBABILITIES])
-            t = result["info"]["decision"]["temperature"]
-            logits = t * np.log(np.clip(probs, 1e-12, 1.0))
-            before = np.exp(logits - logits.max(axis=1, keepdims=True))
-            before /= before.sum(axis=1, keepdims=True)
+            before = uncalibrated(probs, result["info"]["decision"]["temperature"])
             labels.append(y), calibrated.append(p), raw.append(before[:, C.POSITIVE_LABEL])
         y = np.concatenate(labels)
         for scores, name, marker in (

@@ -28,14 +28,6 @@ GALLERY_PER_KIND = 2  # true positives, false negatives, false positives (malign
 TIMED_IMAGES = 16
 
 
-def _without_mask(record: bytes) -> bytes:
-    import tensorflow as tf
-
-    ex = tf.train.Example.FromString(record)
-    ex.features.feature[C.MASK].bytes_list.value[:] = [b""]
-    return ex.SerializeToString()
-
-
 def _feature(record: bytes, name: str) -> bytes:
     import tensorflow as tf
 
@@ -74,7 +66,7 @@ def gallery(model, records: dict[str, bytes], per_image: dict, folder: str) -> l
             image_id = per_image["image_id"][i]
             record = records[image_id]
             answer = model.signatures[C.SERVING_DEFAULT](
-                **{C.EXAMPLES: tf.constant([_without_mask(record)])}
+                **{C.EXAMPLES: tf.constant([C.without_mask(record)])}
             )
             png = overlay_png(
                 _feature(record, C.IMAGE),
@@ -94,7 +86,7 @@ def inference_seconds(model, records: list[bytes]) -> float:
     import tensorflow as tf
 
     predict = model.signatures[C.SERVING_DEFAULT]
-    batches = [tf.constant([_without_mask(r)]) for r in records[:TIMED_IMAGES]]
+    batches = [tf.constant([C.without_mask(r)]) for r in records[:TIMED_IMAGES]]
     for b in batches[:2]:
         predict(**{C.EXAMPLES: b})
     times = []

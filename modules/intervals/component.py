@@ -19,14 +19,13 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from scipy.special import softmax
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
 from modules import contract as C
-from modules.calibration import expected_calibration_error
+from modules.calibration import expected_calibration_error, uncalibrated
 from modules.intervals.bootstrap import slice_intervals
 from modules.intervals.multiclass import multiclass_intervals
 from modules.split_records import read_split
@@ -106,12 +105,10 @@ def score_split(
     )
 
 
-def split_calibration(model_dir: str, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+def split_calibration(temperature: float, labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """ECE and reliability table of P(positive) on this split, with the exported temperature
-    and without it (softmax(T x log p) recovers the uncalibrated probabilities)."""
-    with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
-        temperature = json.load(f)["decision"]["temperature"]
-    raw = softmax(temperature * np.log(np.clip(probabilities.astype(np.float64), 1e-12, 1)), 1)
+    and without it."""
+    raw = uncalibrated(probabilities, temperature)
     positive = (labels == C.POSITIVE_LABEL).astype(int)
     return {
         "temperature": temperature,
@@ -149,20 +146,15 @@ def class_report(
         report["oracle_slices"] = multiclass_intervals(
             scored.labels, oracle[C.CLASS_ID], oracle[C.PROBABILITIES], *args
         )
+
+    def overall(called: np.ndarray, probabilities: np.ndarray) -> dict:
+        unsliced = (names, {}, [], resamples, seed, level)
+        return multiclass_intervals(scored.labels, called, probabilities, *unsliced)["overall"]
+
     # the likeliest class instead of the served rule (the paper's accuracy): what the
     # malignant operating point costs in three-class accuracy
     report["argmax"] = {
-        kind: multiclass_intervals(
-            scored.labels,
-            out[C.PROBABILITIES].argmax(axis=1),
-            out[C.PROBABILITIES],
-            names,
-            {},
-            [],
-            resamples,
-            seed,
-            level,
-        )["overall"]
+        kind: overall(out[C.PROBABILITIES].argmax(axis=1), out[C.PROBABILITIES])
         for kind, out in (("deployable", deployable), ("oracle", oracle))
         if out is not None
     }
@@ -177,10 +169,7 @@ def class_report(
         report["shortcuts"] = {}
         for name, fires in rules.items():
             called = np.where(fires, normal, fallback)
-            onehot = np.eye(len(names))[called]
-            report["shortcuts"][name] = multiclass_intervals(
-                scored.labels, called, onehot, names, {}, [], resamples, seed, level
-            )["overall"]
+            report["shortcuts"][name] = overall(called, np.eye(len(names))[called])
     return report
 
 
@@ -200,6 +189,8 @@ def BootstrapIntervals(
     del code_version
     features = json.loads(slice_features)
     model_dir = path_utils.serving_model_path(model.uri)
+    with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
+        info = json.load(f)  # classes, the exported temperature
     records = read_split(artifact_utils.get_split_uri([examples], split))
     scored = score_split(model_dir, records, features, (C.PREDICT_NO_MASK, C.PREDICT_ONLY))
     labels = scored.labels
@@ -221,7 +212,9 @@ def BootstrapIntervals(
         "oracle_slices": slice_intervals(labels, oracle[C.DECISION_SCORE], *args),
         # at P(positive) > 0.5, for comparison
         "at_probability_0_5": slice_intervals(labels, deployable[C.POSITIVE_PROBABILITY], *args),
-        "calibration": split_calibration(model_dir, labels, deployable[C.PROBABILITIES]),
+        "calibration": split_calibration(
+            info["decision"]["temperature"], labels, deployable[C.PROBABILITIES]
+        ),
     }
     # per test image, for plots (ROC curves, reliability diagrams, galleries: `lesionlens
     # report`); probabilities are the calibrated ones
@@ -238,15 +231,11 @@ def BootstrapIntervals(
             for kind, out in (("deployable", deployable), ("oracle", oracle))
         },
     }
-    classes = _model_classes(model_dir)
-    if len(classes) > 2:
-        result["multiclass"] = class_report(scored, classes, features, resamples, seed, level)
+    if len(info["classes"]) > 2:
+        result["multiclass"] = class_report(
+            scored, info["classes"], features, resamples, seed, level
+        )
     with tf.io.gfile.GFile(os.path.join(intervals.uri, INTERVALS_FILE), "w") as f:
         json.dump(result, f, indent=2)
     intervals.set_string_custom_property("model_uri", model.uri)
     log.info("bootstrap intervals for %d %s examples, %d resamples", len(labels), split, resamples)
-
-
-def _model_classes(model_dir: str) -> list[str]:
-    with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
-        return list(json.load(f)["classes"])
