@@ -38,6 +38,32 @@ def test_keeps_the_component_of_the_most_confident_pixel():
     assert found.numpy().tolist() == [True]
 
 
+def serpentine(side: int) -> np.ndarray:
+    """Every other row filled, joined alternately at the right and left ends: one component
+    whose every turn needs another growth step."""
+    m = np.zeros((side, side), np.float32)
+    m[::2] = 1
+    for row in range(1, side - 1, 2):
+        m[row, -1 if row % 4 == 1 else 0] = 1
+    return m
+
+
+def test_component_at_peak_is_scipys_8_connected_component():
+    """The run-by-run growth keeps exactly the 8-connected component of the peak pixel."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    masks = [(rng.random((24, 24)) > p).astype(np.float32) for p in (0.3, 0.45, 0.55, 0.7)]
+    masks += [serpentine(24), np.ones((24, 24), np.float32), np.zeros((24, 24), np.float32)]
+    probability = rng.random((len(masks), 24, 24, 1)).astype(np.float32)
+    got = S._component_at_peak(tf.constant(probability), tf.constant(np.stack(masks)[..., None]))
+    for i, mask in enumerate(masks):
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        peak = np.unravel_index(np.argmax(probability[i, ..., 0] * mask), mask.shape)
+        expected = (labels == labels[peak]) & (mask > 0)
+        np.testing.assert_array_equal(got.numpy()[i, ..., 0], expected.astype(np.float32))
+
+
 def test_dilation_grows_the_roi_by_its_margin():
     post = S.RoiPostprocess(threshold=0.5, dilation=1, min_area=0.01, max_area=0.9)
     roi, _ = S.roi_from_probability(prob((3, 5, 3, 5, 0.9)), post)

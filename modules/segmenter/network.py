@@ -100,21 +100,46 @@ def dice_iou(truth: tf.Tensor, predicted: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
     return dice, iou
 
 
+def _runs(mask: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """mask [B, h, w] 0/1 -> (id of each pixel's run of mask pixels along `axis` (1: columns,
+    2: rows), unique in the batch; the number of ids). Runs are numbered by counting their
+    starts along each line; pixels off the mask share their line's id 0 and stay 0."""
+    shape = tf.shape(mask)
+    b, h, w = shape[0], shape[1], shape[2]
+    if axis == 2:
+        before = tf.pad(mask[:, :, :-1], [[0, 0], [0, 0], [1, 0]])
+        lines, length = tf.reshape(tf.range(b * h), [b, h, 1]), w
+    else:
+        before = tf.pad(mask[:, :-1, :], [[0, 0], [1, 0], [0, 0]])
+        lines, length = tf.reshape(tf.range(b * w), [b, 1, w]), h
+    run = tf.cumsum(mask * (1.0 - before), axis=axis) * mask
+    return tf.cast(run, tf.int32) + lines * (length + 1), b * h * w + b * h + b * w
+
+
 def _component_at_peak(probability: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """The 8-connected component of `mask` [B, m, m, 1] that holds the most confident
-    lesion pixel: geodesic dilation of that pixel inside the mask until it stops growing."""
-    flat = tf.reshape(probability * mask, [tf.shape(mask)[0], -1])
+    lesion pixel. Grown from that pixel by whole horizontal runs, whole vertical runs and
+    one 3x3 step (the diagonals) until nothing changes: the same set as a pixel-by-pixel
+    geodesic dilation, in 3-4 steps instead of one per pixel of the lesion's extent (40-75
+    on BUSI), which made the post-processing cost as much as the segmenter at batch 16."""
+    mask = mask[..., 0]
+    flat = tf.reshape(probability[..., 0] * mask, [tf.shape(mask)[0], -1])
     seed = tf.one_hot(tf.argmax(flat, axis=1), tf.shape(flat)[1], dtype=tf.float32)
     seed = tf.reshape(seed, tf.shape(mask)) * mask
+    runs = [_runs(mask, axis) for axis in (2, 1)]
 
     def grow(component, _):
-        bigger = tf.nn.max_pool2d(component, 3, 1, "SAME") * mask
+        for ids, n in runs:  # a run touching the component joins it whole
+            component = tf.gather(tf.math.unsorted_segment_max(component, ids, n), ids) * mask
+        bigger = tf.nn.max_pool2d(component[..., None], 3, 1, "SAME")[..., 0] * mask
+        # nothing next to it left to add: it is the whole component (one step fewer than
+        # waiting for a step that changes nothing at all)
         return bigger, tf.reduce_any(bigger > component)
 
     component, _ = tf.while_loop(
         lambda _, changed: changed, grow, (seed, tf.constant(True)), maximum_iterations=10_000
     )
-    return component
+    return component[..., None]
 
 
 def predicted_roi(
