@@ -68,8 +68,8 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument(
         "--out",
         type=Path,
-        help="write <stem>_gradcam.png (with the outline of the ROI the model used, when it "
-        "was not the whole image) and <stem>.json here",
+        help="write <stem>_<class>_gradcam.png (with the outline of the ROI the model used, "
+        "when it was not the whole image) and <stem>.json here",
     )
     predict.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
     predict.set_defaults(func=run_predict)
@@ -222,10 +222,10 @@ def text_output(value: Any) -> str:
 def _write_outputs(
     out_dir: Path, stem: str, item: _Item, row: dict[str, np.ndarray], record: dict, alpha: float
 ) -> None:
-    from serving.overlay import overlay_png
+    from serving.overlay import overlay_file_name, overlay_png
 
     if C.GRADCAM in row:
-        overlay = out_dir / f"{stem}_gradcam.png"
+        overlay = out_dir / overlay_file_name(stem, record["class_name"])
         roi_mask = row.get(C.ROI_MASK)  # models exported before the ROI outputs have none
         overlay.write_bytes(overlay_png(item.image_bytes, row[C.GRADCAM], alpha, roi_mask))
         record["gradcam_overlay"] = overlay.name

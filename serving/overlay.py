@@ -14,6 +14,7 @@ mask of all ones (the whole image) draws nothing.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,13 @@ from PIL import Image
 DEFAULT_ALPHA = 0.4
 OUTLINE_COLOUR = (0, 255, 0)
 OUTLINE_WIDTH = 2  # pixels, inside the ROI
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def overlay_file_name(stem: str, class_name: str) -> str:
+    """`<stem>_<predicted class>_gradcam.png`: a folder of overlays sorts and filters by the
+    model's answer (`ls *_malignant_gradcam.png`) without opening the JSON beside each."""
+    return f"{stem}_{_NOT_IN_NAMES.sub('_', class_name).strip('_') or 'class'}_gradcam.png"
 
 
 def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -84,3 +84,16 @@ def test_blend_and_overlay_png_draw_the_outline_over_the_heatmap():
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), framed)
     whole = np.ones((C.ROI_MASK_SIZE, C.ROI_MASK_SIZE), np.uint8)
     assert np.array_equal(np.asarray(overlay.blend(grey, cam, roi_mask=whole)), plain)
+
+
+@pytest.mark.parametrize(
+    "stem, class_name, expected",
+    [
+        ("case 7", "malignant", "case 7_malignant_gradcam.png"),
+        ("a", "normal", "a_normal_gradcam.png"),
+        ("a", "class/../x y", "a_class_.._x_y_gradcam.png"),  # no folder from a class name
+        ("a", "///", "a_class_gradcam.png"),
+    ],
+)
+def test_overlay_file_name_names_the_predicted_class(stem, class_name, expected):
+    assert overlay.overlay_file_name(stem, class_name) == expected

@@ -101,6 +101,8 @@ def test_every_good_image_scored_as_serving_default_scores_it(model, source, dir
         assert r["class_name"] in ("benign", "malignant")
         assert r["positive_probability"] == pytest.approx(r["probabilities"][1], abs=1e-6)
         assert 0.0 < r["threshold"] < 1.0
+        stem = image_id.rsplit(".", 1)[0]
+        assert r["gradcam_overlay"] == f"overlays/{stem}_{r['class_name']}_gradcam.png"
         overlay = Image.open(out / r["gradcam_overlay"])
         assert overlay.size == Image.open(src / image_id).size
     table = pq.read_table(glob.glob(str(out / "predictions-*.parquet"))).to_pylist()

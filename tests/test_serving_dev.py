@@ -495,10 +495,11 @@ def test_predict_cli_folder_writes_overlays_and_json(server, images, tmp_path, c
     assert all(line.split("\t")[3] == "roi=none" for line in printed)  # bare images
     for name, size in SIZES.items():
         stem = Path(name).stem
-        with Image.open(out_dir / f"{stem}_gradcam.png") as picture:
+        record = json.loads((out_dir / f"{stem}.json").read_text())
+        assert record["gradcam_overlay"] == f"{stem}_{record['class_name']}_gradcam.png"
+        with Image.open(out_dir / record["gradcam_overlay"]) as picture:
             assert picture.size == size and picture.mode == "RGB"
             assert not _green_pixels(picture)  # whole image: no ROI outline
-        record = json.loads((out_dir / f"{stem}.json").read_text())
         assert record["image_size"] == list(size)
         assert record["class_name"] == ["healthy", "sick"][record["class_id"]]
         assert abs(sum(record["probabilities"]) - 1.0) < 1e-5
@@ -526,7 +527,7 @@ def test_predict_cli_with_mask_outlines_the_given_roi(server, images, tmp_path, 
     assert line.split("\t")[3] == "roi=given"
     record = json.loads((out_dir / "a_rgb.json").read_text())
     assert record["roi_source"] == "given" and record["mask"] == str(mask)
-    with Image.open(out_dir / "a_rgb_gradcam.png") as picture:
+    with Image.open(out_dir / record["gradcam_overlay"]) as picture:
         green = np.asarray(picture.convert("RGB")) == overlay.OUTLINE_COLOUR
     rows, cols = np.nonzero(green.all(-1))
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 21, 10, 29)
@@ -561,8 +562,9 @@ def test_predict_cli_serves_a_model_without_roi_outputs(tmp_path, images, capsys
             assert code == 0, captured.err
             assert len(captured.out.strip().split("\t")) == 3
             record = json.loads((out_dir / "a_rgb.json").read_text())
-            assert "roi_source" not in record and record["gradcam_overlay"] == "a_rgb_gradcam.png"
-            with Image.open(out_dir / "a_rgb_gradcam.png") as picture:
+            assert "roi_source" not in record
+            assert record["gradcam_overlay"] == f"a_rgb_{record['class_name']}_gradcam.png"
+            with Image.open(out_dir / record["gradcam_overlay"]) as picture:
                 assert not _green_pixels(picture)
 
 
@@ -593,7 +595,9 @@ def test_predict_cli_skips_unreadable_and_rejected_images(server, images, tmp_pa
     assert "broken.png: cannot read image" in captured.err
     assert "tiff_in_disguise.png" in captured.err and "INVALID_ARGUMENT" in captured.err
     assert "good.png" in captured.out
-    assert sorted(p.name for p in out_dir.iterdir()) == ["good.json", "good_gradcam.png"]
+    record = json.loads((out_dir / "good.json").read_text())
+    overlay_name = f"good_{record['class_name']}_gradcam.png"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good.json", overlay_name]
 
 
 def test_expand_inputs_and_sibling_masks(tmp_path):

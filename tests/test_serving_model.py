@@ -55,8 +55,9 @@ def test_predict_cli_writes_overlays_at_original_size(server, tmp_path, capsys):
     assert len([o for o in overlays if o.endswith("_gradcam.png")]) == len(images)
     first = images[0]
     stem = os.path.splitext(first)[0]
-    assert Image.open(out / f"{stem}_gradcam.png").size == Image.open(folder / first).size
     resp = json.loads((out / f"{stem}.json").read_text())
+    assert resp["gradcam_overlay"] == f"{stem}_{resp['class_name']}_gradcam.png"
+    assert Image.open(out / resp["gradcam_overlay"]).size == Image.open(folder / first).size
     assert np.array(resp["gradcam"]).shape == (2, 2)
     assert abs(sum(resp["probabilities"]) - 1) < 1e-5
     if resp["mask"]:
@@ -88,7 +89,8 @@ def test_predict_cli_without_masks_uses_the_models_own_roi(server, tmp_path, cap
         np.testing.assert_allclose(
             deployable["probabilities"], with_cam["probabilities"], atol=1e-5
         )
-        assert (out / "predict_images" / f"{name}_gradcam.png").is_file()
+        overlay = f"{name}_{with_cam['class_name']}_gradcam.png"
+        assert (out / "predict_images" / overlay).is_file()
 
 
 def test_grpc_and_rest_agree_and_bad_input_is_rejected_cleanly(server):

@@ -33,7 +33,9 @@ def add_cli(subparsers: Any) -> None:
     )
     p.add_argument("out", help="output folder (local or gs://)")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--overlays", action="store_true", help="write OUT/overlays/*_gradcam.png")
+    p.add_argument(
+        "--overlays", action="store_true", help="write OUT/overlays/*_<class>_gradcam.png"
+    )
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
     p.add_argument(
         "--signature",

@@ -132,7 +132,9 @@ class _ToRows(beam.DoFn):
 
                 image = feats[C.IMAGE].bytes_list.value[0]
                 png = overlay_png(image, row[C.GRADCAM], self.alpha, row.get(C.ROI_MASK))
-                record["gradcam_overlay"] = sinks.write_overlay(self.out, image_id, png)
+                record["gradcam_overlay"] = sinks.write_overlay(
+                    self.out, image_id, record["class_name"], png
+                )
             yield sinks.PREDICTIONS, record
         self.done += len(items)
         log.info("scored %d images in this worker", self.done)

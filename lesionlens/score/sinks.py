@@ -74,15 +74,19 @@ class WriteShards(beam.PTransform):
 _UNSAFE = re.compile(r"[^A-Za-z0-9._()/ -]+")
 
 
-def overlay_name(image_id: str) -> str:
-    """OUT-relative overlay path that keeps the source's folders (ids are unique)."""
+def overlay_name(image_id: str, class_name: str) -> str:
+    """OUT-relative overlay path that keeps the source's folders (ids are unique) and names
+    the predicted class, as `lesionlens predict` does."""
+    from serving.overlay import overlay_file_name
+
     stem = image_id.rsplit(".", 1)[0] if "." in image_id.rsplit("/", 1)[-1] else image_id
     parts = [p for p in _UNSAFE.sub("_", stem).split("/") if p not in ("", ".", "..")]
-    return "/".join([OVERLAYS, *parts]) + "_gradcam.png"
+    parts = parts or ["image"]
+    return "/".join([OVERLAYS, *parts[:-1], overlay_file_name(parts[-1], class_name)])
 
 
-def write_overlay(out: str, image_id: str, png: bytes) -> str:
-    name = overlay_name(image_id)
+def write_overlay(out: str, image_id: str, class_name: str, png: bytes) -> str:
+    name = overlay_name(image_id, class_name)
     write_bytes(FileSystems.join(out, *name.split("/")), png)
     return name
 
