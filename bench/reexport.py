@@ -1,0 +1,86 @@
+"""Re-export a trained run's classifier with this checkout's serving graph, without training.
+
+Why: a change to the served graph (post-processing, ROI choice, signatures) is judged by
+`bench.serving_latency` on the model whose cost it changes. Retraining for that would take
+15 minutes and change the weights too; this keeps the run's weights, decision (temperature,
+threshold), Transform graph and segmenter, and rebuilds only the signatures.
+
+Usage (from the repository root; RUN = a pipeline output with `serving/` and `tfx/`, e.g. a
+`bench.roi_modes` variant folder):
+
+  .venv/bin/python -m bench.reexport --run /tmp/roi_modes/grouped/predicted --out /tmp/m
+  .venv/bin/python -m bench.serving_latency --model-dir /tmp/m --records 'RECORDS/test/*.gz'
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from modules import contract as C  # noqa: E402
+
+
+def _newest(pattern: str) -> str:
+    """The match with the highest number in its version or artifact-id folder."""
+    paths = glob.glob(pattern)
+    if not paths:
+        raise SystemExit(f"nothing matches {pattern}")
+    return max(paths, key=lambda p: [int(s) for s in p.split(os.sep) if s.isdigit()])
+
+
+def reexport(run: str, out: str) -> str:
+    """Writes OUT/1 (a SavedModel with the run's weights and this code's signatures)."""
+    import tensorflow_transform as tft
+    import tf_keras as keras
+
+    from modules import model as M
+    from modules.options import TrainerOptions
+    from modules.segmenter.trainer import load_segmenter
+    from modules.trainer import _serving_signatures
+
+    source = _newest(os.path.join(run, "serving", "*", "*"))
+    with open(os.path.join(source, C.MODEL_INFO)) as f:
+        info = json.load(f)
+    names = [f.name for f in dataclasses.fields(TrainerOptions)]
+    opts = TrainerOptions(**{name: info.get(name, "") for name in names})
+    tfx_root = os.path.join(run, "tfx", "*")
+    segmenter = None
+    if opts.segmenter_size:
+        pattern = os.path.join(tfx_root, "segmenter_trainer", "model", "*", "Format-Serving")
+        segmenter = load_segmenter(_newest(pattern))
+    transform = tft.TFTransformOutput(
+        _newest(os.path.join(tfx_root, "Transform", "transform_graph", "*"))
+    )
+    decision = M.Decision(
+        temperature=info["decision"]["temperature"], threshold=info["decision"]["threshold"]
+    )
+    model = keras.models.load_model(source, compile=False)
+    signatures = _serving_signatures(model, segmenter, transform, opts, decision)
+    target = os.path.join(out, "1")
+    model.save(target, save_format="tf", signatures=signatures)
+    info_path = os.path.join(target, C.MODEL_INFO)
+    os.makedirs(os.path.dirname(info_path), exist_ok=True)
+    with open(info_path, "w") as f:
+        json.dump(info, f, indent=2)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="pipeline output folder (serving/ and tfx/)")
+    p.add_argument("--out", required=True, help="model base folder to write (OUT/1)")
+    args = p.parse_args(argv)
+    print(f"re-exported {reexport(args.run, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
