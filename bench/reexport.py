@@ -21,19 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import glob  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
+from bench.roi_postprocess import latest  # noqa: E402
 from modules import contract as C  # noqa: E402
-
-
-def _newest(pattern: str) -> str:
-    """The match with the highest number in its version or artifact-id folder."""
-    paths = glob.glob(pattern)
-    if not paths:
-        raise SystemExit(f"nothing matches {pattern}")
-    return max(paths, key=lambda p: [int(s) for s in p.split(os.sep) if s.isdigit()])
+from pipeline.config import PipelineConfig  # noqa: E402
 
 
 def reexport(run: str, out: str) -> str:
@@ -46,18 +39,19 @@ def reexport(run: str, out: str) -> str:
     from modules.segmenter.trainer import load_segmenter
     from modules.trainer import _serving_signatures
 
-    source = _newest(os.path.join(run, "serving", "*", "*"))
+    names = PipelineConfig()
+    source = latest(os.path.join(run, "serving", names.model_name, "*"))
     with open(os.path.join(source, C.MODEL_INFO)) as f:
         info = json.load(f)
-    names = [f.name for f in dataclasses.fields(TrainerOptions)]
-    opts = TrainerOptions(**{name: info.get(name, "") for name in names})
-    tfx_root = os.path.join(run, "tfx", "*")
+    fields = [f.name for f in dataclasses.fields(TrainerOptions)]
+    opts = TrainerOptions(**{name: info.get(name, "") for name in fields})
+    tfx_root = os.path.join(run, "tfx", names.pipeline_name)
     segmenter = None
     if opts.segmenter_size:
         pattern = os.path.join(tfx_root, "segmenter_trainer", "model", "*", "Format-Serving")
-        segmenter = load_segmenter(_newest(pattern))
+        segmenter = load_segmenter(latest(pattern))
     transform = tft.TFTransformOutput(
-        _newest(os.path.join(tfx_root, "Transform", "transform_graph", "*"))
+        latest(os.path.join(tfx_root, "Transform", "transform_graph", "*"))
     )
     decision = M.Decision(
         temperature=info["decision"]["temperature"], threshold=info["decision"]["threshold"]

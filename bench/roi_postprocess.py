@@ -37,7 +37,7 @@ from modules.segmenter.trainer import load_segmenter  # noqa: E402
 from modules.split_records import read_split  # noqa: E402
 
 
-def _latest(pattern: str) -> str:
+def latest(pattern: str) -> str:
     """The match with the highest artifact id (the `*` of the pattern)."""
     paths = glob.glob(pattern)
     if not paths:
@@ -47,11 +47,9 @@ def _latest(pattern: str) -> str:
 
 def sweep(run: str, split: str, dilations: list[int]) -> list[dict]:
     model = load_segmenter(
-        _latest(os.path.join(run, "segmenter_trainer", "model", "*", "Format-Serving"))
+        latest(os.path.join(run, "segmenter_trainer", "model", "*", "Format-Serving"))
     )
-    examples = _latest(
-        os.path.join(run, "Transform", "transformed_examples", "*", f"Split-{split}")
-    )
+    examples = latest(os.path.join(run, "Transform", "transformed_examples", "*", f"Split-{split}"))
     records = read_split(examples)
     size = model.input_shape[1]  # the classifier's image size (the segmenter resizes inside)
     rows = []
