@@ -119,9 +119,10 @@ def _runs(mask: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
 def _component_at_peak(probability: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """The 8-connected component of `mask` [B, m, m, 1] that holds the most confident
     lesion pixel. Grown from that pixel by whole horizontal runs, whole vertical runs and
-    one 3x3 step (the diagonals) until nothing changes: the same set as a pixel-by-pixel
-    geodesic dilation, in 3-4 steps instead of one per pixel of the lesion's extent (40-75
-    on BUSI), which made the post-processing cost as much as the segmenter at batch 16."""
+    one 3x3 step (the diagonals) until the 3x3 step adds nothing: the same set as a
+    pixel-by-pixel geodesic dilation, in 2-4 steps instead of one per pixel of the lesion's
+    extent (40-75 on BUSI), which made the post-processing cost as much as the segmenter at
+    batch 16 (docs/RESULTS.md)."""
     mask = mask[..., 0]
     flat = tf.reshape(probability[..., 0] * mask, [tf.shape(mask)[0], -1])
     seed = tf.one_hot(tf.argmax(flat, axis=1), tf.shape(flat)[1], dtype=tf.float32)
