@@ -78,3 +78,15 @@ def test_report_figures_are_real_pngs(report):
     copied = list((out / "report").glob("gallery_*.png"))
     assert len(copied) == text.count("P(malignant)")
     assert all(r["inference_s_per_image"] > 0 for r in results)
+
+
+def test_finished_only_renders_what_has_run_and_runs_nothing(report, capsys):
+    from lesionlens.cli import main
+
+    out = report[0]
+    argv = ["report", "no-such-src", str(out), "--seeds", "1", "--finished-only"]
+    assert main([*argv, "--protocols", "grouped"]) == 0  # 8 planned, the 2 finished rendered
+    assert "2 of 8 planned runs have finished" in capsys.readouterr().out
+    assert "## grouped protocol, 3 classes" in (out / "report" / "report.md").read_text()
+    assert main([*argv, "--protocols", "paper"]) == 2
+    assert "none of the 8 planned runs has finished" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -45,6 +46,12 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--classes", type=_choices({"2": 2, "3": 3}), default=[2, 3])
     p.add_argument("--roi", type=_choices({"on": True, "off": False}), default=[True, False])
     p.add_argument("--smote", type=_choices({"on": True, "off": False}), default=[True, False])
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="run nothing: render the report from the planned variants that have finished "
+        "(e.g. while another call is still running the grid)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -58,8 +65,18 @@ def _run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"[report] {line}", flush=True)
 
-    log(f"{len(variants)} runs, profile {args.profile}, into {args.out}")
-    grid.ingest_all(args.src, args.out, variants, log)
+    if args.finished_only:
+        planned, variants = len(variants), grid.finished(args.out, variants)
+        if not variants:
+            print(
+                f"error: none of the {planned} planned runs has finished under " f"{args.out}/runs",
+                file=sys.stderr,
+            )
+            return 2
+        log(f"{len(variants)} of {planned} planned runs have finished; rendering those")
+    else:
+        log(f"{len(variants)} runs, profile {args.profile}, into {args.out}")
+        grid.ingest_all(args.src, args.out, variants, log)
     results = list(grid.run_all(args.out, args.profile, variants, log))
     md, html = render(
         results, args.out, f"LesionLens ablation report ({args.profile})", time.time() - t0

@@ -121,6 +121,11 @@ def result_path(out: str, variant: Variant) -> str:
     return os.path.join(out, "runs", variant.name, "result.json")
 
 
+def finished(out: str, variants: list[Variant]) -> list[Variant]:
+    """The variants whose run has a result: what a report can show while the grid runs."""
+    return [v for v in variants if os.path.exists(result_path(out, v))]
+
+
 def run_all(out: str, profile: str, variants: list[Variant], log) -> Iterator[dict]:
     """Runs what has no result yet, each in a child process; yields every result."""
     for i, variant in enumerate(variants, 1):
