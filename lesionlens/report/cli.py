@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         planned, variants = len(variants), grid.finished(args.out, variants)
         if not variants:
             print(
-                f"error: none of the {planned} planned runs has finished under " f"{args.out}/runs",
+                f"error: none of the {planned} planned runs has finished under {args.out}/runs",
                 file=sys.stderr,
             )
             return 2
