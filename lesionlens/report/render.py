@@ -82,15 +82,31 @@ def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
 
 
 def _shortcut_lines(rows: plots.Rows) -> list[str]:
+    """Per row: the likeliest class (the served rule favours the malignant call) and the two
+    rules that look at no pixel."""
     lines = []
     for row, results in rows.items():
-        found = [r["results"].get("multiclass", {}).get("shortcuts", {}) for r in results]
-        empty = [f["empty_mask_is_normal"]["metrics"]["accuracy"] for f in found if f]
-        if empty:
-            lines.append(
-                f"- {row}: \"empty mask => normal\" (ORACLE, no image) accuracy "
-                f"{_cell(empty, found[0]['empty_mask_is_normal']['intervals'].get('accuracy'))}"
-            )
+        found = [r["results"].get("multiclass", {}) for r in results]
+        found = [f for f in found if f.get("shortcuts")]
+        if not found:
+            continue
+        parts = []
+        for key, label in (("deployable", "without masks"), ("oracle", "ORACLE")):
+            values = [f["argmax"][key]["metrics"]["accuracy"] for f in found if "argmax" in f]
+            if values:
+                interval = found[0]["argmax"][key]["intervals"].get("accuracy")
+                parts.append(f"likeliest class {label} {_cell(values, interval)}")
+        for key, label in (
+            ("empty_mask_is_normal", '"empty mask => normal" (ORACLE, no image)'),
+            ("no_roi_found_is_normal", '"the segmenter finds nothing => normal"'),
+        ):
+            values = [
+                f["shortcuts"][key]["metrics"]["accuracy"] for f in found if key in f["shortcuts"]
+            ]
+            if values:
+                interval = found[0]["shortcuts"][key]["intervals"].get("accuracy")
+                parts.append(f"{label} accuracy {_cell(values, interval)}")
+        lines.append(f"- {row}: " + "; ".join(parts))
     return lines
 
 
@@ -177,7 +193,9 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         lines += metric_table(rows, classes, oracle=True)
         if classes == 3:
             lines += (
-                ["The empty-mask shortcut, beside the model:", ""] + _shortcut_lines(rows) + [""]
+                ["The likeliest class and the empty-mask shortcuts, beside the model:", ""]
+                + _shortcut_lines(rows)
+                + [""]
             )
         names = list(CLASS_NAMES[classes])
         for label, name in (
