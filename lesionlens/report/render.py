@@ -81,32 +81,29 @@ def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
     return lines + [""]
 
 
+_BESIDE_THE_MODEL = (  # (section of `multiclass`, entry, label)
+    ("argmax", "deployable", "likeliest class without masks"),
+    ("argmax", "oracle", "likeliest class ORACLE"),
+    ("shortcuts", "empty_mask_is_normal", '"empty mask => normal" (ORACLE, no image) accuracy'),
+    ("shortcuts", "no_roi_found_is_normal", '"the segmenter finds nothing => normal" accuracy'),
+)
+
+
 def _shortcut_lines(rows: plots.Rows) -> list[str]:
     """Per row: the likeliest class (the served rule favours the malignant call) and the two
-    rules that look at no pixel."""
+    rules that look at no pixel, each where the runs have it (no ORACLE without masks)."""
     lines = []
     for row, results in rows.items():
         found = [r["results"].get("multiclass", {}) for r in results]
         found = [f for f in found if f.get("shortcuts")]
-        if not found:
-            continue
         parts = []
-        for key, label in (("deployable", "without masks"), ("oracle", "ORACLE")):
-            values = [f["argmax"][key]["metrics"]["accuracy"] for f in found if "argmax" in f]
-            if values:
-                interval = found[0]["argmax"][key]["intervals"].get("accuracy")
-                parts.append(f"likeliest class {label} {_cell(values, interval)}")
-        for key, label in (
-            ("empty_mask_is_normal", '"empty mask => normal" (ORACLE, no image)'),
-            ("no_roi_found_is_normal", '"the segmenter finds nothing => normal"'),
-        ):
-            values = [
-                f["shortcuts"][key]["metrics"]["accuracy"] for f in found if key in f["shortcuts"]
-            ]
-            if values:
-                interval = found[0]["shortcuts"][key]["intervals"].get("accuracy")
-                parts.append(f"{label} accuracy {_cell(values, interval)}")
-        lines.append(f"- {row}: " + "; ".join(parts))
+        for section, key, label in _BESIDE_THE_MODEL:
+            entries = [f[section][key] for f in found if key in f.get(section, {})]
+            if entries:
+                accuracy = [e["metrics"]["accuracy"] for e in entries]
+                parts.append(f"{label} {_cell(accuracy, entries[0]['intervals'].get('accuracy'))}")
+        if parts:
+            lines.append(f"- {row}: " + "; ".join(parts))
     return lines
 
 
