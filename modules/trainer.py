@@ -213,7 +213,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     decision, decision_report = fit_decision(model, eval_ds, opts)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    segmenter = load_segmenter(fn_args.base_model) if opts.segmenter_size else None
+    segmenter = (
+        load_segmenter(fn_args.base_model, size, opts.segmenter_size)
+        if opts.segmenter_size
+        else None
+    )
     signatures = _serving_signatures(model, segmenter, tf_transform_output, opts, decision)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     for images, _ in eval_ds.take(1):  # two real eval images, re-encoded as PNG; TF Serving

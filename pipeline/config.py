@@ -35,6 +35,21 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _check_segmenter_model(path: str, roi: bool) -> None:
+    """A wrong `segmenter_model` fails before the run starts, not in the Trainer."""
+    if not roi:
+        raise ValueError("segmenter_model is set but ROI is off: there is no segmenter to import")
+    from tfx.utils import path_utils
+
+    serving = path_utils.serving_model_path(path)
+    if "://" not in path and not os.path.exists(os.path.join(serving, "saved_model.pb")):
+        raise ValueError(
+            f"segmenter_model {path}: no {os.path.relpath(serving, path)}/saved_model.pb "
+            "there; give a segmenter Trainer's model artifact folder "
+            "(.../segmenter_trainer/model/<id>)"
+        )
+
+
 @dataclass
 class PipelineConfig:
     """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32; beyond
@@ -61,6 +76,11 @@ class PipelineConfig:
     segmenter_width: int = 16  # U-Net channels at the first level (x2 per level below)
     segmenter_epochs: int = 40
     segmenter_learning_rate: float = 1e-3
+    # A segmenter another run trained (its `segmenter_trainer/model/<id>` artifact folder),
+    # imported instead of training one: runs that differ only after the segmenter (SMOTE,
+    # the classifier's settings) need not train the same segmenter again. It must have been
+    # trained on these records at this image_size and segmenter_size (checked when loaded).
+    segmenter_model: str = ""
     min_dice: float = 0.5  # the run stops when the segmenter's test Dice is below this
     roi_threshold: float = 0.5  # predicted mask = P(lesion) > this, largest component,
     roi_dilation: int = 2  # dilated by this many pixels at segmenter_size,
@@ -115,6 +135,9 @@ class PipelineConfig:
         self.train_roi = TrainRoi(self.train_roi)
         if self.roi and self.segmenter_size % 8:
             raise ValueError(f"segmenter_size must be a multiple of 8, got {self.segmenter_size}")
+        if self.segmenter_model:
+            self.segmenter_model = _absolute(self.segmenter_model)
+            _check_segmenter_model(self.segmenter_model, self.roi)
         if not 0.0 < self.operating_target <= 1.0:
             raise ValueError(f"operating_target must be in (0, 1], got {self.operating_target}")
 

@@ -58,6 +58,12 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
     p.add_argument("--segmenter-width", type=int, help="U-Net channels at the first level")
     p.add_argument("--segmenter-epochs", type=int)
+    p.add_argument(
+        "--segmenter-model",
+        metavar="DIR",
+        help="import the segmenter another run trained (its .../segmenter_trainer/model/<id> "
+        "folder) instead of training one; same records, image and segmenter size",
+    )
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
     p.add_argument(
@@ -87,6 +93,7 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "segmenter_size": args.segmenter_size,
         "segmenter_epochs": args.segmenter_epochs,
         "segmenter_width": args.segmenter_width,
+        "segmenter_model": args.segmenter_model,
         "model_name": args.model_name,
         **paths,
     }

@@ -13,6 +13,7 @@ import json
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.version import __version__ as TFX_VERSION
 
 from modules import atomic_push
 from modules import contract as C
@@ -67,9 +68,9 @@ def create_pipeline(
     )
     transform.add_upstream_node(anomalies_gate)
     transformed = transform.outputs["transformed_examples"]
-    segmenter_components = _segmenter_components(cfg, transformed, code)
-    if cfg.roi and cfg.train_roi is TrainRoi.PREDICTED:
-        transformed = segmenter_components[-1].outputs["roi_examples"]
+    segmenter = _segmenter(cfg, transformed, code)
+    if segmenter and segmenter.roi_examples:
+        transformed = segmenter.roi_examples
     smote = Smote(
         examples=transformed,
         method=cfg.smote,
@@ -107,10 +108,10 @@ def create_pipeline(
                 code=code,
             )
         ),
-        base_model=segmenter_components[0].outputs["model"] if segmenter_components else None,
+        base_model=segmenter.model if segmenter else None,
     )
-    for gate in segmenter_components[1:2]:  # the segmenter's test Dice gate runs first
-        trainer.add_upstream_node(gate)
+    if segmenter:  # the segmenter's test Dice gate runs first
+        trainer.add_upstream_node(segmenter.evaluation)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -149,7 +150,7 @@ def create_pipeline(
         data_root=cfg.data_root,
         code_version=code,
         intervals=intervals.outputs["intervals"] if cfg.confidence_intervals else None,
-        segmentation=segmenter_components[1].outputs["evaluation"] if cfg.roi else None,
+        segmentation=segmenter.evaluation.outputs["evaluation"] if segmenter else None,
     )
     components = [
         example_gen,
@@ -158,7 +159,7 @@ def create_pipeline(
         example_validator,
         anomalies_gate,
         transform,
-        *segmenter_components,
+        *(segmenter.components if segmenter else []),
         smote,
         trainer,
         model_resolver,
@@ -187,32 +188,52 @@ def _roi_postprocess(cfg: PipelineConfig) -> dict:
     }
 
 
-def _segmenter_components(cfg: PipelineConfig, transformed, code: str) -> list:
-    """[segmenter Trainer, its test-split evaluation and gate, (PredictedRoi)]; none
-    with ROI off."""
+@dataclasses.dataclass
+class _Segmenter:
+    """The segmenter's part of the pipeline: its nodes, its model and its test evaluation."""
+
+    components: list
+    model: object  # channel of the segmenter Model
+    evaluation: object  # SegmenterEvaluation (also the classifier's Dice gate)
+    roi_examples: object | None  # examples with the segmenter's ROI (train_roi=predicted)
+
+
+def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None:
+    """The segmenter, trained here or imported (`segmenter_model`), its test-split
+    evaluation and gate, and (train_roi=predicted) PredictedRoi; None with ROI off."""
     if not cfg.roi:
-        return []
-    trainer = tfx.components.Trainer(
-        run_fn="modules.segmenter.trainer.run_fn",
-        examples=transformed,
-        train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
-        custom_config=dataclasses.asdict(
-            SegmenterOptions(
-                image_size=cfg.image_size,
-                segmenter_size=cfg.segmenter_size,
-                width=cfg.segmenter_width,
-                batch_size=cfg.batch_size,
-                epochs=cfg.segmenter_epochs,
-                learning_rate=cfg.segmenter_learning_rate,
-                seed=cfg.seed,
-                code=code,
-            )
-        ),
-    ).with_id("segmenter_trainer")
+        return None
+    if cfg.segmenter_model:
+        source = tfx.dsl.Importer(
+            source_uri=cfg.segmenter_model,
+            artifact_type=tfx.types.standard_artifacts.Model,
+            # the Trainer reads a Model without a TFX version from the pre-1.0 layout
+            custom_properties={"tfx_version": TFX_VERSION},
+        ).with_id("segmenter_importer")
+        model = source.outputs["result"]
+    else:
+        source = tfx.components.Trainer(
+            run_fn="modules.segmenter.trainer.run_fn",
+            examples=transformed,
+            train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
+            eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
+            custom_config=dataclasses.asdict(
+                SegmenterOptions(
+                    image_size=cfg.image_size,
+                    segmenter_size=cfg.segmenter_size,
+                    width=cfg.segmenter_width,
+                    batch_size=cfg.batch_size,
+                    epochs=cfg.segmenter_epochs,
+                    learning_rate=cfg.segmenter_learning_rate,
+                    seed=cfg.seed,
+                    code=code,
+                )
+            ),
+        ).with_id("segmenter_trainer")
+        model = source.outputs["model"]
     evaluation = SegmenterEvaluation(
         examples=transformed,
-        segmenter=trainer.outputs["model"],
+        segmenter=model,
         split=C.TEST,
         image_size=cfg.image_size,
         min_dice=cfg.min_dice,
@@ -223,15 +244,16 @@ def _segmenter_components(cfg: PipelineConfig, transformed, code: str) -> list:
         code_version=code,
         **_roi_postprocess(cfg),
     ).with_id("segmenter_evaluation")
-    components = [trainer, evaluation]
+    components = [source, evaluation]
+    roi_examples = None
     if cfg.train_roi is TrainRoi.PREDICTED:
-        components.append(
-            PredictedRoi(
-                examples=transformed,
-                segmenter=trainer.outputs["model"],
-                image_size=cfg.image_size,
-                code_version=code,
-                **_roi_postprocess(cfg),
-            )
+        predicted = PredictedRoi(
+            examples=transformed,
+            segmenter=model,
+            image_size=cfg.image_size,
+            code_version=code,
+            **_roi_postprocess(cfg),
         )
-    return components
+        components.append(predicted)
+        roi_examples = predicted.outputs["roi_examples"]
+    return _Segmenter(components, model, evaluation, roi_examples)

@@ -152,3 +152,59 @@ def test_warmup_requests_parse_and_serve_dev_replays_them(demo_pipeline):
     assert [all(m == b"" for m in ms) for ms in masks] == [True, False]  # without / with
     servable = Servable("lesionlens", 1, Path(model_dir))
     assert servable.warmup_requests == len(logs) == 5
+
+
+def test_a_run_imports_the_segmenter_another_run_trained(installed, demo_pipeline, served):
+    """`--segmenter-model`: a run that differs from another only after the segmenter (here
+    SMOTE off) imports its trained segmenter instead of training it again: no segmenter
+    Trainer in the run, the same test Dice, the same ROI for every request without a mask."""
+    from conftest import DEMO_RUN, run_python
+    from ml_metadata import metadata_store
+
+    from lesionlens.report.run_variant import newest_model
+
+    cfg, _, records = demo_pipeline
+    segmenter = newest_model(cfg.pipeline_root, "segmenter_trainer")
+    argv = [*DEMO_RUN, "--smote", "none", "--segmenter-model", segmenter]
+    argv[argv.index("out")] = "out_imported"
+    out = run_python(installed[1], records.parent, *argv)
+    assert "[pipeline] segmenter_importer done" in out and "pushed model:" in out, out[-2000:]
+
+    imported = cfg.replace(output_root=str(records.parent / "out_imported"), smote="none")
+    store = metadata_store.MetadataStore(metadata_connection(imported))
+    nodes = {c.name.split(".")[-1] for c in store.get_contexts_by_type("node")}
+    assert "segmenter_importer" in nodes and "segmenter_trainer" not in nodes, nodes
+    res = latest_results(metadata_connection(imported))
+    assert res["segmentation"] == latest_results(metadata_connection(cfg))["segmentation"]
+
+    requests = tf.constant([without_mask(r) for r in read_raw_examples(records)])
+    ours = served.signatures[C.SERVING_DEFAULT](examples=requests)
+    theirs = tf.saved_model.load(res["pushed_destination"]).signatures[C.SERVING_DEFAULT](
+        examples=requests
+    )
+    for key in (C.ROI_SOURCE, C.ROI_MASK):
+        np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy())
+
+
+def test_a_wrong_segmenter_model_is_refused_before_the_run(tmp_path):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match=f"segmenter_model {tmp_path}: no Format-Serving/"):
+        PipelineConfig(segmenter_model=str(tmp_path))
+    with pytest.raises(ValueError, match="ROI is off"):
+        PipelineConfig(roi=False, segmenter_model=str(tmp_path))
+
+
+def test_a_segmenter_for_other_sizes_is_refused_by_name(demo_pipeline):
+    from tfx.utils import path_utils
+
+    from lesionlens.report.run_variant import newest_model
+    from modules.segmenter.trainer import SegmenterMismatchError, load_segmenter
+
+    cfg = demo_pipeline[0]
+    folder = path_utils.serving_model_path(newest_model(cfg.pipeline_root, "segmenter_trainer"))
+    assert load_segmenter(folder, cfg.image_size, cfg.segmenter_size).input_shape[1] == 64
+    with pytest.raises(SegmenterMismatchError, match=f"{folder} .*image 64 px, not 96"):
+        load_segmenter(folder, 96)
+    with pytest.raises(SegmenterMismatchError, match=f"mask {cfg.segmenter_size} px, not 48"):
+        load_segmenter(folder, 64, 48)

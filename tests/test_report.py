@@ -2,6 +2,7 @@
 (the shared demo run and the three-class run, collected as grid variants)."""
 
 import json
+import os
 
 import pytest
 
@@ -90,3 +91,26 @@ def test_finished_only_renders_what_has_run_and_runs_nothing(report, capsys):
     assert "## grouped protocol, 3 classes" in (out / "report" / "report.md").read_text()
     assert main([*argv, "--protocols", "paper"]) == 2
     assert "none of the 8 planned runs has finished" in capsys.readouterr().err
+
+
+def test_a_roi_run_reuses_the_segmenter_its_smote_sibling_trained(report, demo_pipeline):
+    out, results, _, _ = report
+    trained = Variant("grouped", 2, True, True, 42)  # the demo run, collected in `report`
+    (out / "runs" / trained.name / "tfx").symlink_to(
+        os.path.dirname(demo_pipeline[0].pipeline_root)
+    )
+    segmenter = run_variant.newest_model(demo_pipeline[0].pipeline_root, "segmenter_trainer")
+    assert segmenter and segmenter.startswith(demo_pipeline[0].pipeline_root)
+    sibling = Variant("grouped", 2, True, False, 42)
+    found = run_variant.sibling_segmenter(str(out), "report-cpu", sibling)
+    assert os.path.realpath(found) == os.path.realpath(segmenter)
+    assert run_variant.sibling_segmenter(str(out), "report-cpu", trained) is None  # not run
+    assert (
+        run_variant.sibling_segmenter(
+            str(out), "report-cpu", Variant("grouped", 2, False, False, 42)
+        )
+        is None
+    )
+    reused = {**results[0], "segmenter_model": segmenter}
+    note = "\n".join(render._times([results[0], reused]))
+    assert "1 of 2 ROI-on runs imported the segmenter that their SMOTE sibling had trained" in note

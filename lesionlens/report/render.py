@@ -150,6 +150,14 @@ def _times(results: list[dict]) -> list[str]:
         f"| *paper (one P100)* | | | {PAPER_SECONDS['train']:.0f} | "
         f"{PAPER_SECONDS['inference_per_image']:.2f} |"
     )
+    reused = [r for r in results if r.get("segmenter_model")]
+    if reused:
+        lines += [
+            "",
+            f"{len(reused)} of {sum(r['variant']['roi'] for r in results)} ROI-on runs imported "
+            "the segmenter that their SMOTE sibling had trained (the same records, seed and "
+            "settings: the same segmenter); their wall time leaves out its training.",
+        ]
     return lines + [""]
 
 

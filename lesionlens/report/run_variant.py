@@ -97,14 +97,25 @@ def inference_seconds(model, records: list[bytes]) -> float:
     return float(np.median(times))
 
 
-def _trained_model(pipeline_root: str) -> str | None:
-    """The newest classifier the run trained, for a run whose model was not pushed (a gate
-    that blocked it)."""
+def newest_model(pipeline_root: str, trainer: str) -> str | None:
+    """The model artifact folder (`.../model/<id>`) a Trainer node of the run wrote last."""
     import glob
 
-    pattern = os.path.join(pipeline_root, "Trainer", "model", "*", "Format-Serving")
-    models = glob.glob(pattern)
-    return max(models, key=lambda m: int(m.split(os.sep)[-2])) if models else None
+    pattern = os.path.join(pipeline_root, trainer, "model", "*", "Format-Serving")
+    models = [os.path.dirname(m) for m in glob.glob(pattern)]
+    return max(models, key=lambda m: int(os.path.basename(m))) if models else None
+
+
+def sibling_segmenter(out: str, profile: str, variant: Variant) -> str | None:
+    """The segmenter that the variant's finished SMOTE sibling trained: the same records,
+    seed and segmenter settings (SMOTE acts after it), so the same model; reusing it saves a
+    ROI-on run the segmenter's training."""
+    if not variant.roi:
+        return None
+    sibling = dataclasses.replace(variant, smote=not variant.smote)
+    if not os.path.exists(result_path(out, sibling)):
+        return None
+    return newest_model(profile_config(profile, sibling, out).pipeline_root, "segmenter_trainer")
 
 
 def pipeline_seconds(connection) -> float | None:
@@ -121,13 +132,15 @@ def pipeline_seconds(connection) -> float | None:
 def collect(cfg, variant: Variant, wall_s: float, folder: str) -> dict:
     """The report's record of one finished run (JSON-able)."""
     import tensorflow as tf
+    from tfx.utils import path_utils
 
     from local_runner import metadata_connection
     from modules.split_records import read_split
     from pipeline.results import latest_results
 
     res = latest_results(metadata_connection(cfg))
-    model_dir = res["pushed_destination"] or _trained_model(cfg.pipeline_root)
+    trained = newest_model(cfg.pipeline_root, "Trainer")
+    model_dir = res["pushed_destination"] or (trained and path_utils.serving_model_path(trained))
     if not model_dir:
         raise RuntimeError(f"{variant.name}: the run trained no model ({cfg.output_root})")
     with tf.io.gfile.GFile(os.path.join(model_dir, C.MODEL_INFO)) as f:
@@ -138,6 +151,7 @@ def collect(cfg, variant: Variant, wall_s: float, folder: str) -> dict:
     return {
         "variant": dataclasses.asdict(variant),
         "wall_s": round(pipeline_seconds(metadata_connection(cfg)) or wall_s, 1),
+        "segmenter_model": cfg.segmenter_model or None,  # imported, not trained in this run
         "results": res,
         "info": {k: info.get(k) for k in ("classes", "train_seconds", "decision", "history")},
         "inference_s_per_image": inference_seconds(model, test),
@@ -153,6 +167,10 @@ def main(argv: list[str]) -> int:
     out, profile, spec = argv
     variant = Variant(**json.loads(spec))
     cfg = profile_config(profile, variant, out)
+    reused = sibling_segmenter(out, profile, variant)
+    if reused:
+        print(f"[report] {variant.name}: the segmenter of its SMOTE sibling, {reused}", flush=True)
+        cfg = cfg.replace(segmenter_model=reused)
     import local_runner
 
     t0 = time.time()

@@ -114,7 +114,7 @@ def SegmenterEvaluation(
     """`slice_features`: JSON list of transformed features; `code_version` keys the cache."""
     del code_version
     post = S.RoiPostprocess(roi_threshold, roi_dilation, roi_min_area, roi_max_area)
-    model = load_segmenter(path_utils.serving_model_path(segmenter.uri))
+    model = load_segmenter(path_utils.serving_model_path(segmenter.uri), image_size)
     features = json.loads(slice_features)
     records = read_split(artifact_utils.get_split_uri([examples], split))
     values, slice_values, truth = score_segmenter(model, records, image_size, post, features)

@@ -44,7 +44,7 @@ def PredictedRoi(
     """`code_version` only keys the cache on the module code."""
     del code_version
     post = S.RoiPostprocess(roi_threshold, roi_dilation, roi_min_area, roi_max_area)
-    model = load_segmenter(path_utils.serving_model_path(segmenter.uri))
+    model = load_segmenter(path_utils.serving_model_path(segmenter.uri), image_size)
     roi_examples.split_names = examples.split_names
     for key in ("payload_format", "file_format"):
         if examples.has_custom_property(key):

@@ -103,6 +103,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     log.info("segmenter: %d epochs in %.0f s, eval Dice %.3f", opts.epochs, seconds, eval_dice)
 
 
-def load_segmenter(model_dir: str) -> keras.Model:
-    """The exported segmenter, for the classifier's graph and the ROI components."""
-    return keras.models.load_model(model_dir, compile=False)
+class SegmenterMismatchError(ValueError):
+    """The segmenter was trained for other image or mask sizes than this run's."""
+
+
+def load_segmenter(
+    model_dir: str, image_size: int | None = None, segmenter_size: int | None = None
+) -> keras.Model:
+    """The exported segmenter, for the classifier's graph and the ROI components. Given the
+    run's sizes, one trained for others (an imported `segmenter_model`) is refused by name."""
+    model = keras.models.load_model(model_dir, compile=False)
+    wanted = {"image": image_size, "mask": segmenter_size}
+    sizes = {"image": model.input_shape[1], "mask": model.output_shape[1]}
+    wrong = [f"{k} {sizes[k]} px, not {v}" for k, v in wanted.items() if v and sizes[k] != v]
+    if wrong:
+        raise SegmenterMismatchError(
+            f"segmenter {model_dir} was trained for other sizes than this run's: "
+            f"{'; '.join(wrong)} (image_size, segmenter_size)"
+        )
+    return model
