@@ -66,18 +66,14 @@ def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
         entries = [e for e in (_entry(r, classes, oracle) for r in results) if e]
         if not entries:
             continue
+        variant = results[0]["variant"]
+        paper = PAPER.get((classes, variant["roi"], variant["smote"]), {})
         cells = [
             _cell([e["metrics"].get(key) for e in entries], entries[0]["intervals"].get(key))
-            for _, key, _ in metrics
+            + (f" (paper {paper[p] / 100:.4f})" if p in paper else "")
+            for _, key, p in metrics
         ]
         lines.append(f"| {row} | {len(entries)} | " + " | ".join(cells) + " |")
-        variant = results[0]["variant"]
-        paper = PAPER.get((classes, variant["roi"], variant["smote"]))
-        if paper:
-            published = [f"{paper[p] / 100:.4f}" if p in paper else "" for _, _, p in metrics]
-            lines.append(
-                "| *paper (GT-mask ROI, ImageNet, 299 px)* | | " + " | ".join(published) + " |"
-            )
     return lines + [""]
 
 
@@ -185,8 +181,9 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         f"{wall_s / 60:.0f} min; runs finished before are read back). Cells: mean ± "
         "standard deviation over seeds [the first seed's "
         "95 % seeded bootstrap interval]. Binary metrics are at each model's exported "
-        "operating threshold. The paper's rows are its published BUSI figures (Tables 5-7); "
-        "the paper used ImageNet weights and the radiologist's mask of every test image.",
+        "operating threshold. \"(paper x)\" in a cell: the paper's published BUSI figure for "
+        "that row (Tables 5-7; ImageNet weights, 299 px, the radiologist's mask of every "
+        "test image).",
         "",
     ]
     for (protocol, classes), rows in sorted(settings.items()):
@@ -198,7 +195,13 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         lines += metric_table(rows, classes, oracle=True)
         if classes == 3:
             lines += (
-                ["The likeliest class and the empty-mask shortcuts, beside the model:", ""]
+                [
+                    "The likeliest class and the empty-mask shortcuts, beside the model (the "
+                    "bootstrap resamples within each class, so a rule that is right on whole "
+                    "classes (the empty-mask rule, where only normal images have an empty mask) "
+                    "has an interval of zero width):",
+                    "",
+                ]
                 + _shortcut_lines(rows)
                 + [""]
             )
