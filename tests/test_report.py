@@ -116,3 +116,34 @@ def test_a_roi_run_reuses_the_segmenter_its_smote_sibling_trained(report, demo_p
     reused = {**results[0], "segmenter_model": segmenter}
     note = "\n".join(render._times([results[0], reused]))
     assert "1 of 2 ROI-on runs imported the segmenter that their SMOTE sibling had trained" in note
+
+
+def test_the_interval_is_that_of_the_mean_over_seeds(report):
+    """One seed: the run's own bootstrap interval. The same answers under a second seed, in
+    another image order: the same interval (images are matched by id, the mean of equal
+    metrics is that metric). Answers that differ: an interval around their mean."""
+    from lesionlens.report.seeds import mean_intervals
+
+    two = report[1][0]
+    names = ["benign", "malignant"]
+    own = two["results"]["intervals"]["overall"]
+    alone = mean_intervals([two], names, False, 1000, 42, 0.95)
+    for key in ("binary_accuracy", "auc", "recall", "specificity", "f1_score"):
+        assert alone[key] == pytest.approx(own[key], abs=1e-9), key
+    per_image = two["results"]["per_image"]
+    backwards = {
+        "image_id": per_image["image_id"][::-1],
+        "label": per_image["label"][::-1],
+        "deployable": {k: v[::-1] for k, v in per_image["deployable"].items()},
+    }
+    again = {**two, "results": {**two["results"], "per_image": backwards}}
+    assert mean_intervals([two, again], names, False, 1000, 42, 0.95) == alone
+    flipped = {k: list(v) for k, v in backwards["deployable"].items()}
+    flipped["class_id"] = [1 - c for c in flipped["class_id"]]  # every call reversed
+    other = {
+        **two,
+        "results": {**two["results"], "per_image": {**backwards, "deployable": flipped}},
+    }
+    mixed = mean_intervals([two, other], names, False, 1000, 42, 0.95)
+    lo, hi = mixed["binary_accuracy"]
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)  # right on exactly one of two

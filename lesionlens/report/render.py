@@ -1,7 +1,7 @@
 """The report page: one table per setting (protocol x classes) with every metric, the spread
-over seeds, the first seed's bootstrap interval and the paper's published value in the same
-row; the figures of lesionlens.report.plots; a Grad-CAM gallery; time per stage. Written as
-Markdown and, through the Markdown package, as HTML."""
+over seeds, the interval of the mean (lesionlens.report.seeds) and the paper's published
+value in the same row; the figures of lesionlens.report.plots; a Grad-CAM gallery; time per
+stage. Written as Markdown and, through the Markdown package, as HTML."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import numpy as np
 
 from lesionlens.report import plots
 from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS, Variant
+from lesionlens.report.seeds import mean_intervals
+from pipeline.config import PipelineConfig
 
 # (label, binary metric key, three-class metric key, paper key)
 BINARY = [
@@ -68,8 +70,16 @@ def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
             continue
         variant = results[0]["variant"]
         paper = PAPER.get((classes, variant["roi"], variant["smote"]), {})
+        intervals = mean_intervals(
+            results,
+            list(CLASS_NAMES[classes]),
+            oracle,
+            PipelineConfig.interval_resamples,
+            variant["seed"],
+            PipelineConfig.interval_level,
+        )
         cells = [
-            _cell([e["metrics"].get(key) for e in entries], entries[0]["intervals"].get(key))
+            _cell([e["metrics"].get(key) for e in entries], intervals.get(key))
             + (f" (paper {paper[p] / 100:.4f})" if p in paper else "")
             for _, key, p in metrics
         ]
@@ -179,11 +189,12 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         f"{len(results)} pipeline runs, seeds {', '.join(map(str, seeds))}: "
         f"{sum(r['wall_s'] for r in results) / 60:.0f} min of pipeline time (this call "
         f"{wall_s / 60:.0f} min; runs finished before are read back). Cells: mean ± "
-        "standard deviation over seeds [the first seed's "
-        "95 % seeded bootstrap interval]. Binary metrics are at each model's exported "
-        "operating threshold. \"(paper x)\" in a cell: the paper's published BUSI figure for "
-        "that row (Tables 5-7; ImageNet weights, 299 px, the radiologist's mask of every "
-        "test image).",
+        "standard deviation over seeds [95 % interval of that mean: the test images "
+        "resampled within each class, seeded, and every seed's model scored on the same "
+        "resamples; with one seed, its own bootstrap interval]. Binary metrics are at each "
+        "model's exported operating threshold. \"(paper x)\" in a cell: the paper's "
+        "published BUSI figure for that row (Tables 5-7; ImageNet weights, 299 px, the "
+        "radiologist's mask of every test image).",
         "",
     ]
     for (protocol, classes), rows in sorted(settings.items()):
@@ -199,7 +210,8 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
                     "The likeliest class and the empty-mask shortcuts, beside the model (the "
                     "bootstrap resamples within each class, so a rule that is right on whole "
                     "classes (the empty-mask rule, where only normal images have an empty mask) "
-                    "has an interval of zero width):",
+                    "has an interval of zero width; with several seeds, the interval is the first "
+                    "seed's):",
                     "",
                 ]
                 + _shortcut_lines(rows)
