@@ -4,6 +4,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from lesionlens.report import grid, render, run_variant
@@ -147,3 +148,31 @@ def test_the_interval_is_that_of_the_mean_over_seeds(report):
     mixed = mean_intervals([two, other], names, False, 1000, 42, 0.95)
     lo, hi = mixed["binary_accuracy"]
     assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)  # right on exactly one of two
+
+
+def test_the_likeliest_class_and_shortcut_intervals_are_those_of_the_mean(report):
+    """The lines beside the three-class model: one seed gives the run's own intervals; a
+    second run that is always right on the likeliest class moves that interval to the
+    midpoint of the first run's and 1 (every resample's mean accuracy is (a + 1) / 2)."""
+    from lesionlens.report.seeds import rule_intervals
+
+    three = report[1][1]
+    names = ["benign", "malignant", "normal"]
+    multi = three["results"]["multiclass"]
+    alone = rule_intervals([three], names, 1000, 42, 0.95)
+    assert {("argmax", "deployable"), ("shortcuts", "empty_mask_is_normal")} <= set(alone)
+    for (section, key), bounds in alone.items():
+        own = multi[section][key]["intervals"]["accuracy"]
+        assert bounds == pytest.approx(tuple(own), abs=1e-9), (section, key)
+    per_image = three["results"]["per_image"]
+    right = {**per_image["deployable"], "probabilities": np.eye(3)[per_image["label"]].tolist()}
+    perfect = {
+        **three,
+        "results": {**three["results"], "per_image": {**per_image, "deployable": right}},
+    }
+    both = rule_intervals([three, perfect], names, 1000, 42, 0.95)
+    lo, hi = alone[("argmax", "deployable")]
+    assert both[("argmax", "deployable")] == pytest.approx(((lo + 1) / 2, (hi + 1) / 2))
+    # the empty-mask rule reads the same masks in both runs: the same interval
+    empty = ("shortcuts", "empty_mask_is_normal")
+    assert both[empty] == alone[empty]

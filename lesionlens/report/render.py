@@ -14,7 +14,7 @@ import numpy as np
 
 from lesionlens.report import plots
 from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS, Variant
-from lesionlens.report.seeds import mean_intervals
+from lesionlens.report.seeds import mean_intervals, rule_intervals
 from pipeline.config import PipelineConfig
 
 # (label, binary metric key, three-class metric key, paper key)
@@ -102,12 +102,21 @@ def _shortcut_lines(rows: plots.Rows) -> list[str]:
     for row, results in rows.items():
         found = [r["results"].get("multiclass", {}) for r in results]
         found = [f for f in found if f.get("shortcuts")]
+        if not found:
+            continue
+        intervals = rule_intervals(
+            results,
+            list(CLASS_NAMES[3]),
+            PipelineConfig.interval_resamples,
+            results[0]["variant"]["seed"],
+            PipelineConfig.interval_level,
+        )
         parts = []
         for section, key, label in _BESIDE_THE_MODEL:
             entries = [f[section][key] for f in found if key in f.get(section, {})]
             if entries:
                 accuracy = [e["metrics"]["accuracy"] for e in entries]
-                parts.append(f"{label} {_cell(accuracy, entries[0]['intervals'].get('accuracy'))}")
+                parts.append(f"{label} {_cell(accuracy, intervals.get((section, key)))}")
         if parts:
             lines.append(f"- {row}: " + "; ".join(parts))
     return lines
@@ -210,8 +219,8 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
                     "The likeliest class and the empty-mask shortcuts, beside the model (the "
                     "bootstrap resamples within each class, so a rule that is right on whole "
                     "classes (the empty-mask rule, where only normal images have an empty mask) "
-                    "has an interval of zero width; with several seeds, the interval is the first "
-                    "seed's):",
+                    "has an interval of zero width; with several seeds, the interval is that of "
+                    "the mean, as in the tables):",
                     "",
                 ]
                 + _shortcut_lines(rows)

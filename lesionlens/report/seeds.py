@@ -25,13 +25,16 @@ def _aligned(results: list[dict], kind: str) -> list[dict]:
         if sorted(where) != sorted(order):
             raise ValueError("the runs of a row were tested on different images")
         idx = np.array([where[i] for i in order])
-        aligned.append(
-            {
-                "label": np.asarray(p["label"])[idx],
-                "probabilities": np.asarray(p[kind][C.PROBABILITIES])[idx],
-                "class_id": np.asarray(p[kind][C.CLASS_ID])[idx],
-            }
-        )
+        run = {
+            "label": np.asarray(p["label"])[idx],
+            "probabilities": np.asarray(p[kind][C.PROBABILITIES])[idx],
+            "class_id": np.asarray(p[kind][C.CLASS_ID])[idx],
+        }
+        if "has_mask" in p:
+            run["has_mask"] = np.asarray(p["has_mask"])[idx]
+        if C.ROI_SOURCE in p[kind]:
+            run[C.ROI_SOURCE] = np.asarray(p[kind][C.ROI_SOURCE]).astype(str)[idx]
+        aligned.append(run)
     return aligned
 
 
@@ -59,3 +62,43 @@ def mean_intervals(
             per_seed.append(class_metrics(labels[draws], called[draws], probs[draws], names))
     mean = {k: np.mean([s[k] for s in per_seed], axis=0) for k in per_seed[0]}
     return percentile_intervals(mean, level)
+
+
+def _accuracy_interval(
+    labels: np.ndarray, called: list[np.ndarray], draws: np.ndarray, level: float
+) -> tuple[float, float]:
+    mean = np.mean([(c[draws] == labels[draws]).mean(axis=1) for c in called], axis=0)
+    return percentile_intervals({"accuracy": mean}, level)["accuracy"]
+
+
+def rule_intervals(
+    results: list[dict], names: list[str], resamples: int, seed: int, level: float
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(section, entry) of the pipeline's three-class report: accuracy (lower, upper)} of
+    the mean over the runs of one row, for the answers beside the model: the likeliest class
+    (without masks, ORACLE) and the rules that look at no pixel, each applied to every run's
+    own answers as modules.intervals.component applies it."""
+    out = {}
+    for kind in ("deployable", "oracle"):
+        runs = _aligned(results, kind)
+        if runs:
+            labels = runs[0]["label"]
+            draws = stratified_draws(labels, resamples, seed)
+            likeliest = [r["probabilities"].argmax(axis=1) for r in runs]
+            out[("argmax", kind)] = _accuracy_interval(labels, likeliest, draws, level)
+    runs = _aligned(results, "deployable")
+    if "normal" not in names or not runs or any("has_mask" not in r for r in runs):
+        return out
+    normal = names.index("normal")
+    labels = runs[0]["label"]
+    draws = stratified_draws(labels, resamples, seed)
+    others = labels[labels != normal]
+    fallback = int(np.bincount(others).argmax()) if others.size else 0
+    rules = {"empty_mask_is_normal": [r["has_mask"] == 0 for r in runs]}  # ORACLE
+    sources = [r.get(C.ROI_SOURCE) for r in runs]
+    if all(s is not None and (s == C.ROI_PREDICTED).any() for s in sources):
+        rules["no_roi_found_is_normal"] = [s == C.ROI_NONE for s in sources]
+    for name, fires in rules.items():
+        called = [np.where(f, normal, fallback) for f in fires]
+        out[("shortcuts", name)] = _accuracy_interval(labels, called, draws, level)
+    return out
