@@ -9,7 +9,7 @@ import numpy as np
 
 from modules import contract as C
 from modules.intervals.bootstrap import percentile_intervals, rate_metrics, stratified_draws
-from modules.intervals.multiclass import class_metrics
+from modules.intervals.multiclass import class_metrics, shortcut_calls
 
 
 def _aligned(results: list[dict], kind: str) -> list[dict]:
@@ -76,29 +76,24 @@ def rule_intervals(
 ) -> dict[tuple[str, str], tuple[float, float]]:
     """{(section, entry) of the pipeline's three-class report: accuracy (lower, upper)} of
     the mean over the runs of one row, for the answers beside the model: the likeliest class
-    (without masks, ORACLE) and the rules that look at no pixel, each applied to every run's
-    own answers as modules.intervals.component applies it."""
+    (without masks, ORACLE) and the rules that look at no pixel (`shortcut_calls`, as the
+    pipeline applies them), each on every run's own answers."""
     out = {}
-    for kind in ("deployable", "oracle"):
-        runs = _aligned(results, kind)
+    aligned = {kind: _aligned(results, kind) for kind in ("deployable", "oracle")}
+    for kind, runs in aligned.items():
         if runs:
             labels = runs[0]["label"]
             draws = stratified_draws(labels, resamples, seed)
             likeliest = [r["probabilities"].argmax(axis=1) for r in runs]
             out[("argmax", kind)] = _accuracy_interval(labels, likeliest, draws, level)
-    runs = _aligned(results, "deployable")
+    runs = aligned["deployable"]
     if "normal" not in names or not runs or any("has_mask" not in r for r in runs):
         return out
-    normal = names.index("normal")
     labels = runs[0]["label"]
     draws = stratified_draws(labels, resamples, seed)
-    others = labels[labels != normal]
-    fallback = int(np.bincount(others).argmax()) if others.size else 0
-    rules = {"empty_mask_is_normal": [r["has_mask"] == 0 for r in runs]}  # ORACLE
-    sources = [r.get(C.ROI_SOURCE) for r in runs]
-    if all(s is not None and (s == C.ROI_PREDICTED).any() for s in sources):
-        rules["no_roi_found_is_normal"] = [s == C.ROI_NONE for s in sources]
-    for name, fires in rules.items():
-        called = [np.where(f, normal, fallback) for f in fires]
+    normal = names.index("normal")
+    calls = [shortcut_calls(labels, normal, r["has_mask"], r.get(C.ROI_SOURCE)) for r in runs]
+    for name in set.intersection(*(set(c) for c in calls)):
+        called = [c[name] for c in calls]
         out[("shortcuts", name)] = _accuracy_interval(labels, called, draws, level)
     return out

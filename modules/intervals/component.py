@@ -27,7 +27,7 @@ from tfx.utils import path_utils
 from modules import contract as C
 from modules.calibration import expected_calibration_error, uncalibrated
 from modules.intervals.bootstrap import slice_intervals
-from modules.intervals.multiclass import multiclass_intervals
+from modules.intervals.multiclass import multiclass_intervals, shortcut_calls
 from modules.split_records import read_split
 
 log = logging.getLogger(__name__)
@@ -159,17 +159,11 @@ def class_report(
         if out is not None
     }
     if normal is not None:
-        others = scored.labels[scored.labels != normal]
-        fallback = int(np.bincount(others).argmax()) if others.size else 0
         roi_source = deployable[C.ROI_SOURCE].astype(str)
-        # ORACLE: reads the radiologist's mask of the test image
-        rules = {"empty_mask_is_normal": scored.has_mask == 0}
-        if (roi_source == C.ROI_PREDICTED).any():  # a segmenter drew ROIs (ROI on)
-            rules["no_roi_found_is_normal"] = roi_source == C.ROI_NONE
-        report["shortcuts"] = {}
-        for name, fires in rules.items():
-            called = np.where(fires, normal, fallback)
-            report["shortcuts"][name] = overall(called, np.eye(len(names))[called])
+        calls = shortcut_calls(scored.labels, normal, scored.has_mask, roi_source)
+        report["shortcuts"] = {
+            name: overall(called, np.eye(len(names))[called]) for name, called in calls.items()
+        }
     return report
 
 

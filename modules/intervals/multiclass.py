@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modules import contract as C
 from modules.intervals.bootstrap import bootstrap_slices, rank_auc, slice_members
 
 
@@ -61,3 +62,17 @@ def multiclass_intervals(
                 labels[idx], class_ids[idx], len(names)
             )
     return out
+
+
+def shortcut_calls(
+    labels: np.ndarray, normal: int, has_mask: np.ndarray, roi_source: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The rules that look at no pixel, as called classes: `normal` where the rule fires, the
+    commonest other class of the split elsewhere. "empty_mask_is_normal" reads the record's
+    mask (ORACLE); "no_roi_found_is_normal" only where a segmenter drew ROIs (ROI on)."""
+    others = labels[labels != normal]
+    fallback = int(np.bincount(others).argmax()) if others.size else 0
+    rules = {"empty_mask_is_normal": has_mask == 0}
+    if roi_source is not None and (roi_source == C.ROI_PREDICTED).any():
+        rules["no_roi_found_is_normal"] = roi_source == C.ROI_NONE
+    return {name: np.where(fires, normal, fallback) for name, fires in rules.items()}
