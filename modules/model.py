@@ -1,51 +1,46 @@
-"""EfficientNetV2B0 classifier and the in-graph Grad-CAM used by every serving signature."""
+"""The classifier (a registered backbone + a linear head) and the in-graph Grad-CAM used by
+every serving signature."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import tensorflow as tf
 import tf_keras as keras
 
 from modules import contract as C
+from modules.backbones import (  # noqa: F401 - re-exported: callers catch it from here
+    EFFICIENTNETV2B0,
+    LAST_CONV_LAYER,
+    WeightsUnavailableError,
+    backbone,
+)
 
-LAST_CONV_LAYER = "top_activation"  # EfficientNetV2B0's last conv feature map (10x10 at 299)
 LOGITS_LAYER = "logits"
 EPSILON = 1e-8
 
 
-class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights could not be downloaded (offline machine)."""
+def build_model(
+    num_classes: int,
+    image_size: int,
+    weights: str,
+    backbone_name: str = EFFICIENTNETV2B0,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """One flat functional model (backbone layers inline) so Grad-CAM can reach
+    `top_activation`: backbone -> global average pool -> (dropout) -> logits -> softmax.
 
-
-def build_model(num_classes: int, image_size: int, weights: str) -> keras.Model:
-    """One flat functional model (backbone layers inline) so Grad-CAM can reach `top_activation`.
-
-    weights: "imagenet" (Keras download), "none" (random init) or a path to a no-top weights file.
+    weights: "imagenet", "none" (random init) or a path to a weights file of that backbone
+    (see `modules.backbones`).
     """
     inputs = keras.Input((image_size, image_size, 3), name=C.IMAGE, dtype=tf.float32)
-    w = None if weights in ("none", "", None) else weights
-    if w not in (None, "imagenet") and not os.path.exists(w):
-        raise FileNotFoundError(f"weights file not found: {w}")
-    try:
-        backbone = keras.applications.EfficientNetV2B0(
-            include_top=False, weights=w, input_tensor=inputs, include_preprocessing=True
-        )
-    except Exception as e:  # noqa: BLE001 - Keras raises several types for a failed download
-        if w == "imagenet":
-            raise WeightsUnavailableError(
-                "could not download ImageNet weights for EfficientNetV2B0 "
-                f"({type(e).__name__}: {e}). On an offline machine, download "
-                "efficientnetv2-b0_notop.h5 elsewhere (https://storage.googleapis.com/"
-                "tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b0_notop.h5) and "
-                "pass its path: --weights /path/efficientnetv2-b0_notop.h5, or --weights none."
-            ) from e
-        raise
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    features = backbone(backbone_name).features(inputs, weights)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
     probs = keras.layers.Activation("softmax", name=C.PROBABILITIES, dtype=tf.float32)(logits)
-    return keras.Model(inputs, probs, name="lesionlens_efficientnetv2b0")
+    return keras.Model(inputs, probs, name=f"lesionlens_{backbone_name.replace('-', '_')}")
 
 
 class GradCam:
