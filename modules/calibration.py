@@ -70,6 +70,52 @@ def choose_threshold(
     return float(candidates[int(np.argmax(sens + spec))])
 
 
+THRESHOLD_METHODS = ("empirical", "bootstrap", "logit_normal")
+
+
+def robust_threshold(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    rule: OperatingPoint,
+    target: float,
+    method: str,
+    seed: int = 0,
+    resamples: int = 1000,
+) -> float:
+    """`choose_threshold` with less dependence on one or two eval images.
+
+    With ~31 malignant eval images, sensitivity >= 0.95 rests on the second-lowest malignant
+    score, which swings from run to run (test sensitivity 0.60-0.97, design brief).
+    `bootstrap`: the median of the rule's threshold over class-stratified resamples of the
+    eval split (seeded); `logit_normal` (sensitivity / specificity only): the target quantile
+    of a normal fitted to the logits of that class's scores; `empirical`: the rule as is.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"threshold method must be one of {THRESHOLD_METHODS}, got {method!r}")
+    if method == "empirical" or rule is OperatingPoint.YOUDEN and method == "logit_normal":
+        return choose_threshold(labels, scores, rule, target)
+    if method == "logit_normal":
+        from scipy.stats import norm
+
+        scores = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+        logit = np.log(scores / (1 - scores))
+        if rule is OperatingPoint.SENSITIVITY:
+            cls, q = logit[labels == 1], 1.0 - target
+        else:
+            cls, q = logit[labels != 1], target
+        if cls.size < 2:
+            return choose_threshold(labels, scores, rule, target)
+        x = norm.ppf(q, loc=cls.mean(), scale=cls.std(ddof=1))
+        return float(1.0 / (1.0 + np.exp(-x)))
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)]
+    picks = []
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(g, g.size) for g in groups if g.size])
+        picks.append(choose_threshold(labels[idx], scores[idx], rule, target))
+    return float(np.median(picks))
+
+
 def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict:
     """ECE of P(positive) over equal-width bins, and the reliability table behind it
     (per bin: count, mean predicted probability, observed positive rate)."""

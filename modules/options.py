@@ -53,7 +53,7 @@ class TransformOptions:
     roi: bool
     segmenter_size: int  # 0: no segmenter (ROI off); else the lesion_mask feature's side
     max_pixels: int  # pixel budget of one decoded image (checked from its header)
-    code: str  # fingerprint of modules/: part of the cache key
+    code: str  # fingerprint of the code this step runs (pipeline/fingerprint.py): cache key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +65,14 @@ class TrainerOptions:
     epochs: int
     learning_rate: float
     classes: list[str]
+    backbone: str  # a modules.backbones name
     weights: str
+    recipe: dict[str, Any]  # modules.recipe.Recipe's fields beyond epochs / lr / batch size
     seed: int
     calibrate: bool  # temperature scaling fitted on the eval split
     operating_point: str  # an OperatingPoint value
     operating_target: float  # the sensitivity or specificity it must reach on eval
+    threshold_method: str  # modules.calibration.THRESHOLD_METHODS
     train_roi: str  # a TrainRoi value
     segmenter_size: int  # 0 when there is no segmenter (ROI off)
     roi_threshold: float  # RoiPostprocess fields, see modules/segmenter/network.py
@@ -84,6 +87,8 @@ class SegmenterOptions:
     image_size: int
     segmenter_size: int
     width: int  # U-Net channels at the first level
+    encoder: str  # "unet" (random init) | "efficientnet-lite0" (pretrained encoder)
+    encoder_weights: str  # the Lite0 encoder's weights: "imagenet" | "none" | a file
     batch_size: int
     epochs: int
     learning_rate: float

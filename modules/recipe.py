@@ -134,11 +134,12 @@ def positive_auc(model: keras.Model, ds: tf.data.Dataset) -> float:
 
 
 class EvalAuc(keras.callbacks.Callback):
-    """Adds `eval_auc` to each epoch's logs and keeps the weights of the best epoch."""
+    """Adds `eval_auc` to each epoch's logs and keeps the weights of the best epoch (epochs
+    counted over every phase: each `fit` starts at `initial_epoch`)."""
 
-    def __init__(self, eval_ds: tf.data.Dataset, first_epoch: int = 0):
+    def __init__(self, eval_ds: tf.data.Dataset):
         super().__init__()
-        self.eval_ds, self.offset = eval_ds, first_epoch
+        self.eval_ds = eval_ds
         self.best_auc, self.best_epoch, self.best_weights = -np.inf, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -146,7 +147,7 @@ class EvalAuc(keras.callbacks.Callback):
         if logs is not None:
             logs["eval_auc"] = auc
         if np.isfinite(auc) and auc > self.best_auc:
-            self.best_auc, self.best_epoch = auc, self.offset + epoch + 1
+            self.best_auc, self.best_epoch = auc, epoch + 1
             self.best_weights = self.model.get_weights()
 
 
@@ -233,7 +234,6 @@ def fit_classifier(
             epochs,
             sum(int(np.prod(w.shape)) for w in model.trainable_weights),
         )
-        tracker.offset = done
         fit = model.fit(
             train_ds,
             validation_data=eval_ds,

@@ -1,6 +1,7 @@
-"""Trainer `run_fn`: fine-tunes EfficientNetV2B0 on transformed examples and exports the
-serving signatures of the design brief (raw tf.Examples, image bytes, predict-only, TFMA),
-with the lesion segmenter (the `base_model` input, when ROI is on) in the same graph."""
+"""Trainer `run_fn`: trains the classifier (modules/backbones, modules/recipe) on transformed
+examples and exports the serving signatures of the design brief (raw tf.Examples, image
+bytes, predict-only, TFMA), with the lesion segmenter (the `base_model` input, when ROI is
+on) in the same graph."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,14 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from modules import calibration
+from modules import calibration, recipe
 from modules import contract as C
 from modules import model as M
+from modules.backbones import backbone
 from modules.options import OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
-from modules.training import Progress, transformed_records
+from modules.training import transformed_records
 from modules.transform import decode_images, decode_masks, prepare_images
 from modules.warmup import write_warmup_requests
 
@@ -64,14 +65,20 @@ def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOpti
     temperature = calibration.fit_temperature(logits, labels) if opts.calibrate else 1.0
     positive = calibration.calibrated_positive(logits, temperature, C.POSITIVE_LABEL)
     is_positive = (labels == C.POSITIVE_LABEL).astype(int)
-    threshold = calibration.choose_threshold(
-        is_positive, positive, OperatingPoint(opts.operating_point), opts.operating_target
+    threshold = calibration.robust_threshold(
+        is_positive,
+        positive,
+        OperatingPoint(opts.operating_point),
+        opts.operating_target,
+        opts.threshold_method,
+        seed=opts.seed,
     )
     raw = calibration.calibrated_positive(logits, 1.0, C.POSITIVE_LABEL)
     called = positive >= threshold
     report = {
         "temperature": temperature,
         "threshold": threshold,
+        "threshold_method": opts.threshold_method,
         "eval_sensitivity": float(called[is_positive == 1].mean()),
         "eval_specificity": float((~called)[is_positive == 0].mean()),
         "eval_ece_before": calibration.expected_calibration_error(is_positive, raw)["ece"],
@@ -182,39 +189,60 @@ def _no_masks(images: tf.Tensor) -> tf.Tensor:
     return tf.zeros([tf.shape(images)[0], C.ROI_MASK_SIZE, C.ROI_MASK_SIZE], tf.uint8)
 
 
+def train_labels(file_patterns: list[str]) -> np.ndarray:
+    """The labels of one pass over a split (class weights, steps per epoch)."""
+    spec = {C.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    ds = transformed_records(file_patterns, None).batch(256)
+    ds = ds.map(lambda r: tf.io.parse_example(r, spec)[C.LABEL])
+    return np.concatenate([b.numpy() for b in ds]) if ds else np.zeros([0], np.int64)
+
+
+def recipe_of(opts: TrainerOptions) -> recipe.Recipe:
+    return recipe.Recipe(
+        epochs=opts.epochs,
+        learning_rate=opts.learning_rate,
+        batch_size=opts.batch_size,
+        **opts.recipe,
+    )
+
+
+def train_classifier(
+    opts: TrainerOptions,
+    train_files: list[str],
+    eval_files: list[str],
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> tuple[recipe.FitResult, tf.data.Dataset]:
+    """Builds the configured backbone and trains it with the configured recipe on
+    transformed examples; returns the fit (model with the kept epoch's weights) and the
+    eval dataset. What `run_fn` and bench/recipe.py both run."""
+    keras.utils.set_random_seed(opts.seed)
+    plan = recipe_of(opts)
+    size, batch = opts.image_size, opts.batch_size
+    train_ds = input_dataset(train_files, size, batch, shuffle_seed=opts.seed)
+    if plan.augment:
+        train_ds = recipe.augmented(train_ds, opts.seed)
+    eval_ds = input_dataset(eval_files, size, batch)
+    model = M.build_model(
+        len(opts.classes), size, opts.weights, opts.backbone, dropout=plan.head_dropout
+    )
+    fit = recipe.fit_classifier(
+        model, plan, train_ds, eval_ds, train_labels(train_files), opts.seed, callbacks
+    )
+    return fit, eval_ds
+
+
 # TFX Trainer will call this function.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains, then exports the SavedModel with every serving signature and its model info."""
     opts = from_custom_config(TrainerOptions, fn_args.custom_config)
-    keras.utils.set_random_seed(opts.seed)
-    size, batch = opts.image_size, opts.batch_size
-
-    train_ds = input_dataset(fn_args.train_files, size, batch, shuffle_seed=opts.seed)
-    eval_ds = input_dataset(fn_args.eval_files, size, batch)
-
-    model = M.build_model(len(opts.classes), size, opts.weights)
-    model.compile(
-        optimizer=keras.optimizers.Nadam(learning_rate=opts.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    t0 = time.time()
-    history = model.fit(
-        train_ds,
-        validation_data=eval_ds,
-        epochs=opts.epochs,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-            Progress(opts.epochs, log),
-        ],
-    )
-    train_seconds = time.time() - t0
+    tensorboard = keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
+    fit, eval_ds = train_classifier(opts, fn_args.train_files, fn_args.eval_files, [tensorboard])
+    model, train_seconds = fit.model, fit.train_seconds
 
     decision, decision_report = fit_decision(model, eval_ds, opts)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     segmenter = (
-        load_segmenter(fn_args.base_model, size, opts.segmenter_size)
+        load_segmenter(fn_args.base_model, opts.image_size, opts.segmenter_size)
         if opts.segmenter_size
         else None
     )
@@ -229,16 +257,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         json.dump(
             {
                 **{k: v for k, v in dataclasses.asdict(opts).items() if k != "code"},
+                "weights_source": backbone(opts.backbone).weights_source(opts.weights),
                 "train_seconds": round(train_seconds, 1),
+                "kept_epoch_index": fit.kept_epoch,
+                "best_eval_auc": fit.best_eval_auc,
                 "decision": decision_report,
-                "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+                "history": fit.history,
             },
             f,
             indent=2,
         )
     log.info(
-        "trained %d epochs in %.0f s; exported %s",
-        opts.epochs,
+        "trained %d epochs in %.0f s (kept epoch %d); exported %s",
+        len(fit.history.get("loss", [])),
         train_seconds,
+        fit.kept_epoch,
         fn_args.serving_model_dir,
     )

@@ -3,31 +3,56 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass, field
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 
 from modules import contract as C
 from modules.options import OperatingPoint, SmoteMethod, TrainRoi
 
+RECIPE_FIELDS = (
+    "optimizer",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "head_epochs",
+    "head_learning_rate",
+    "freeze_bn",
+    "augment",
+    "class_weight",
+    "kept_epoch",
+    "head_dropout",
+)
+_CHOICES = {
+    "backbone": ("efficientnetv2b0", "efficientnet-lite0"),
+    "optimizer": ("nadam", "adamw"),
+    "schedule": ("constant", "cosine"),
+    "kept_epoch": ("last", "best_eval_auc"),
+    "segmenter_encoder": ("unet", "efficientnet-lite0"),
+    "threshold_method": ("empirical", "bootstrap", "logit_normal"),
+}
 
-def modules_fingerprint() -> str:
-    """Hash of the ML code in modules/ (installed or checked out). Components load it by
-    import path, which TFX's cache key does not cover, so the fingerprint goes into their
-    configs: edited code reruns."""
-    digest = hashlib.sha256()
 
-    def walk(folder: Traversable, prefix: str) -> None:
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.is_dir() and entry.name != "__pycache__":
-                walk(entry, f"{prefix}{entry.name}/")
-            elif entry.name.endswith(".py"):
-                digest.update(f"{prefix}{entry.name}".encode() + entry.read_bytes())
+def check_recipe(cfg: PipelineConfig) -> None:
+    """A misspelt backbone or recipe choice fails when the config is made, not mid-run."""
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(
+                f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}"
+            )
+    if cfg.head_epochs < 0 or cfg.warmup_epochs < 0 or cfg.epochs < 0:
+        raise ValueError("epochs, head_epochs and warmup_epochs must be >= 0")
+    if cfg.epochs + cfg.head_epochs < 1:
+        raise ValueError("epochs + head_epochs must be at least 1")
+    if cfg.roi and cfg.segmenter_encoder != "unet" and cfg.segmenter_size % 32:
+        raise ValueError(
+            f"segmenter_encoder {cfg.segmenter_encoder} needs segmenter_size a multiple of 32, "
+            f"got {cfg.segmenter_size}"
+        )
 
-    walk(files("modules"), "")
-    return digest.hexdigest()[:16]
+
+def recipe_options(cfg: PipelineConfig) -> dict:
+    """The Trainer's `recipe` option (modules.recipe.Recipe's other fields)."""
+    return {name: getattr(cfg, name) for name in RECIPE_FIELDS}
 
 
 def _absolute(path: str) -> str:
@@ -74,6 +99,10 @@ class PipelineConfig:
     # split (docs/RESULTS.md); so does a narrower U-Net at 96 px (`segmenter_width` 8).
     segmenter_size: int = 96
     segmenter_width: int = 16  # U-Net channels at the first level (x2 per level below)
+    # "unet": the U-Net above from random init; "efficientnet-lite0": a U-Net decoder on
+    # ImageNet-pretrained Lite0 stages (segmenter_size a multiple of 32).
+    segmenter_encoder: str = "unet"
+    segmenter_encoder_weights: str = "imagenet"  # the Lite0 encoder's: | "none" | a file
     segmenter_epochs: int = 40
     segmenter_learning_rate: float = 1e-3
     # A segmenter another run trained (its `segmenter_trainer/model/<id>` artifact folder),
@@ -93,7 +122,24 @@ class PipelineConfig:
     learning_rate: float = 1e-4
     epochs: int = 22
     batch_size: int = 32
-    weights: str = "imagenet"  # "imagenet" | "none" | path to efficientnetv2-b0_notop.h5
+    # The classifier's backbone (modules/backbones): "efficientnetv2b0" (the paper; ImageNet
+    # weights are a Keras download) or "efficientnet-lite0" (ImageNet weights from an
+    # installed package, offline). weights: "imagenet" | "none" | a weights file.
+    backbone: str = "efficientnetv2b0"
+    weights: str = "imagenet"
+    # The training recipe (modules/recipe.py); defaults are the paper's: Nadam at a constant
+    # rate, no augmentation, no head-only warm-up, BatchNorm trained, the last epoch kept.
+    optimizer: str = "nadam"  # | "adamw"
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    schedule: str = "constant"  # | "cosine" (warm-up, then cosine decay over `epochs`)
+    warmup_epochs: int = 0
+    head_epochs: int = 0  # epochs with the backbone frozen before `epochs` of fine-tuning
+    head_learning_rate: float = 1e-3
+    freeze_bn: bool = False  # BatchNorm in inference mode (keeps pretrained statistics)
+    augment: bool = False  # train-only flip / affine / intensity / speckle augmentation
+    class_weight: bool = False  # loss weighted by inverse class frequency
+    kept_epoch: str = "last"  # | "best_eval_auc": the weights of the best eval-AUC epoch
+    head_dropout: float = 0.0
     seed: int = 42
     # After training, on the eval split: temperature scaling of the logits (calibrated
     # probabilities) and the decision threshold for the operating point, both exported in
@@ -101,6 +147,10 @@ class PipelineConfig:
     calibrate: bool = True
     operating_point: OperatingPoint = OperatingPoint.SENSITIVITY  # | SPECIFICITY | YOUDEN
     operating_target: float = 0.95  # the eval sensitivity (or specificity) to reach
+    # How the threshold is read off eval (modules/calibration.py): "empirical" (the rule on
+    # the eval images as they are), "bootstrap" (its median over stratified resamples) or
+    # "logit_normal" (the target quantile of a normal fitted to the class's logits).
+    threshold_method: str = "empirical"
     # TFMA: lower bounds on the test split, overall and for every slice of the named features.
     thresholds: dict[str, float] = field(
         default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5}
@@ -132,6 +182,7 @@ class PipelineConfig:
                 "use benign,malignant[,normal] or healthy,sick"
             )
         self.operating_point = OperatingPoint(self.operating_point)
+        check_recipe(self)
         self.train_roi = TrainRoi(self.train_roi)
         if self.roi and self.segmenter_size % 8:
             raise ValueError(f"segmenter_size must be a multiple of 8, got {self.segmenter_size}")
@@ -180,11 +231,28 @@ PROFILES: dict[str, dict] = {
     ),
     # The paper's protocol on BUSI benign+malignant (ingest with --protocol paper).
     "busi-paper": dict(data_root=os.path.join("out", "busi-paper", "records"), train_roi="mask"),
-    # What fits a CPU-only machine without ImageNet weights (see README for measured numbers).
+    # The best measured offline recipe for a CPU-only machine (docs/RESULTS.md): ImageNet
+    # EfficientNet-Lite0 from an installed package (no network), whole images at 160 px,
+    # two head-only epochs then 16 of fine-tuning with AdamW and cosine decay, BatchNorm
+    # statistics frozen, train-only augmentation, the best eval-AUC epoch kept.
     "busi-cpu": dict(
-        data_root=os.path.join("out", "busi-paper", "records"),
-        image_size=224,
-        weights="none",
+        data_root=os.path.join("out", "busi", "records"),
+        image_size=160,
+        backbone="efficientnet-lite0",
+        weights="imagenet",
+        roi=False,
+        smote="none",
+        batch_size=16,
+        learning_rate=1e-4,
+        epochs=16,
+        head_epochs=2,
+        head_learning_rate=1e-3,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        schedule="cosine",
+        freeze_bn=True,
+        augment=True,
+        kept_epoch="best_eval_auc",
     ),
 }
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from modules import contract as C
-from pipeline.config import PROFILES, PipelineConfig, profile
+from modules.backbones import BACKBONES
+from pipeline.config import PROFILES, RECIPE_FIELDS, PipelineConfig, profile
 
 
 def _threshold(text: str) -> tuple[str, float]:
@@ -47,8 +48,58 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
-    p.add_argument("--weights", help="imagenet | none | path to efficientnetv2-b0_notop.h5")
-    p.add_argument("--no-roi", action="store_true", help="do not multiply images by lesion masks")
+    p.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="the classifier's backbone: efficientnetv2b0 (the paper's) or efficientnet-lite0 "
+        "(ImageNet weights from an installed package: pretrained without a network)",
+    )
+    p.add_argument(
+        "--weights",
+        help="imagenet | none | a weights file; "
+        + "; ".join(f"{b.name}: {b.weights_help}" for b in BACKBONES.values()),
+    )
+    recipe = p.add_argument_group("training recipe (modules/recipe.py)")
+    recipe.add_argument("--optimizer", choices=["nadam", "adamw"])
+    recipe.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay")
+    recipe.add_argument("--schedule", choices=["constant", "cosine"])
+    recipe.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up")
+    recipe.add_argument(
+        "--head-epochs", type=int, help="epochs training only the head before --epochs"
+    )
+    recipe.add_argument("--head-learning-rate", type=float)
+    recipe.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm in inference mode while fine-tuning (keeps pretrained statistics)",
+    )
+    recipe.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="train-only flip / affine / intensity / speckle augmentation",
+    )
+    recipe.add_argument(
+        "--class-weight",
+        action=argparse.BooleanOptionalAction,
+        help="weight the loss by inverse class frequency",
+    )
+    recipe.add_argument(
+        "--kept-epoch",
+        choices=["last", "best_eval_auc"],
+        help="export the last epoch's weights or those of the best eval-AUC epoch",
+    )
+    recipe.add_argument("--head-dropout", type=float)
+    p.add_argument(
+        "--threshold-method",
+        choices=["empirical", "bootstrap", "logit_normal"],
+        help="how the operating threshold is read off the eval split",
+    )
+    p.add_argument(
+        "--roi",
+        action=argparse.BooleanOptionalAction,
+        help="lesion ROI: the radiologist's mask or, without one, the pipeline's segmenter "
+        "(--no-roi: the whole image; the profile decides when neither is given)",
+    )
     p.add_argument(
         "--train-roi",
         choices=["mask", "predicted"],
@@ -58,6 +109,12 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
     p.add_argument("--segmenter-width", type=int, help="U-Net channels at the first level")
     p.add_argument("--segmenter-epochs", type=int)
+    p.add_argument(
+        "--segmenter-encoder",
+        choices=["unet", "efficientnet-lite0"],
+        help="the lesion segmenter's encoder: a U-Net from random init, or ImageNet-pretrained "
+        "Lite0 stages (offline; segmenter size a multiple of 32)",
+    )
     p.add_argument(
         "--segmenter-model",
         metavar="DIR",
@@ -87,19 +144,23 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "backbone": args.backbone,
         "weights": args.weights,
+        **{name: getattr(args, name) for name in RECIPE_FIELDS},
         "smote": args.smote,
         "train_roi": args.train_roi,
         "segmenter_size": args.segmenter_size,
         "segmenter_epochs": args.segmenter_epochs,
         "segmenter_width": args.segmenter_width,
+        "segmenter_encoder": args.segmenter_encoder,
+        "threshold_method": args.threshold_method,
         "segmenter_model": args.segmenter_model,
         "model_name": args.model_name,
         **paths,
     }
     overrides = {k: v for k, v in knobs.items() if v is not None}
-    if args.no_roi:
-        overrides["roi"] = False
+    if args.roi is not None:
+        overrides["roi"] = args.roi
     if args.no_cache:
         overrides["enable_cache"] = False
     cfg = profile(args.profile, **overrides)

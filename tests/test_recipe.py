@@ -87,6 +87,18 @@ def test_the_last_epoch_is_kept_when_asked():
     assert fit.kept_epoch == 2 and len(fit.history["loss"]) == 2
 
 
+def test_kept_epoch_counts_head_epochs_too():
+    keras.utils.set_random_seed(1)
+    train, labels = data()
+    model = tiny_model()
+    fit = R.fit_classifier(
+        model, plan(epochs=2, head_epochs=2), train, train, labels, 1, [WorseFrom(3)]
+    )
+    aucs = fit.history["eval_auc"]
+    assert len(aucs) == 4 and aucs[3] < max(aucs[:3]), aucs
+    assert fit.kept_epoch == 1 + int(np.argmax(aucs)), (fit.kept_epoch, aucs)
+
+
 def test_head_epochs_train_only_the_head_and_frozen_bn_keeps_its_statistics():
     train, labels = data()
     model = tiny_model()

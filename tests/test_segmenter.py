@@ -119,3 +119,23 @@ def test_choose_roi_per_example():
 
 def test_centre_disk_covers_the_requested_area():
     assert abs(centre_disk(64, 0.2).mean() - 0.2) < 0.01
+
+
+def test_lite0_encoder_segmenter_keeps_the_contract_and_the_pretrained_weights(
+    tmp_path, monkeypatch
+):
+    from modules.backbones import pretrained
+
+    monkeypatch.setenv("LESIONLENS_CACHE_DIR", str(tmp_path))
+    model = S.build_lite0_segmenter(64, 64, width=8, weights="imagenet")
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 64, 64, 1)
+    converted = pretrained.converted_weights(pretrained.wheel_checkpoint()[0])
+    np.testing.assert_array_equal(
+        model.get_layer("block2_dw_conv").get_weights()[0], converted["block2_dw_conv"][0]
+    )
+    assert not model.get_layer("block2_dw_bn").trainable  # pretrained statistics kept
+    assert "top_conv" not in [layer.name for layer in model.layers]  # stops at the 320 map
+    probs = model(np.zeros((2, 64, 64, 3), np.float32), training=False).numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        S.build_lite0_segmenter(64, 48)

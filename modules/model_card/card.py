@@ -62,6 +62,32 @@ def _slices(report: dict, key: str) -> dict[str, Any]:
     }
 
 
+def _recipe_line(recipe: dict | None, kept: int | None) -> str:
+    """The training recipe in words (modules/recipe.py); the paper's when none is recorded."""
+    r = recipe or {}
+    parts = [f"{r.get('optimizer', 'nadam')}, {r.get('schedule', 'constant')} learning rate"]
+    if r.get("weight_decay"):
+        parts.append(f"weight decay {r['weight_decay']:g}")
+    if r.get("head_epochs"):
+        parts.append(f"{r['head_epochs']} head-only epochs first")
+    if r.get("freeze_bn"):
+        parts.append("BatchNorm statistics frozen")
+    parts.append("train-only augmentation" if r.get("augment") else "no augmentation")
+    if r.get("class_weight"):
+        parts.append("class-weighted loss")
+    if r.get("kept_epoch") == "best_eval_auc":
+        parts.append(f"weights of the best eval-AUC epoch kept (epoch {kept})")
+    else:
+        parts.append("last epoch kept")
+    return "; ".join(parts)
+
+
+_BACKBONE_NAMES = {
+    "efficientnetv2b0": "EfficientNetV2B0",
+    "efficientnet-lite0": "EfficientNet-Lite0",
+}
+
+
 def _limitations(info: dict, data: dict, segmentation: dict | None) -> list[str]:
     out = [
         "No external validation: tested only on a held-out split of the training dataset.",
@@ -107,13 +133,17 @@ def build_card(
     """The card as a JSON-able dict; every figure comes from the arguments."""
     data = _data(manifest)
     decision = info.get("decision", {})
+    backbone = info.get("backbone", "efficientnetv2b0")
     card: dict[str, Any] = {
         "model": {
-            "name": "LesionLens EfficientNetV2B0 + Grad-CAM",
+            "name": f"LesionLens {_BACKBONE_NAMES.get(backbone, backbone)} + Grad-CAM",
+            "backbone": backbone,
             "version": model_version,
             "classes": info.get("classes"),
             "image_size": info.get("image_size"),
-            "weights": info.get("weights"),
+            "weights": info.get("weights_source") or info.get("weights"),
+            "recipe": info.get("recipe"),
+            "kept_epoch": info.get("kept_epoch_index"),
             "roi": info.get("roi"),
             "train_roi": info.get("train_roi") if info.get("roi") else None,
             "segmenter_size": info.get("segmenter_size") or None,
@@ -229,6 +259,7 @@ def render_markdown(card: dict) -> str:
         f"- Classes: {', '.join(m['classes'] or [])}; input {m['image_size']} px; weights: "
         f"{m['weights']}; {m['epochs']} epochs, seed {m['seed']}, trained in "
         f"{m['train_seconds']} s.",
+        f"- Recipe: {_recipe_line(m.get('recipe'), m.get('kept_epoch'))}.",
         f"- ROI: {'on' if m['roi'] else 'off'}{roi}.",
         f"- Decision: threshold {dec['threshold']:.4f} on calibrated P({positive}) "
         f"(temperature {dec['temperature']:.3f}), chosen on the eval split for "

@@ -78,6 +78,44 @@ def build_segmenter(image_size: int, mask_size: int, width: int = WIDTH) -> kera
     return keras.Model(inputs, outputs, name="lesionlens_segmenter")
 
 
+# Lite0 blocks whose outputs feed the decoder: strides 2, 4, 8, 16 (skips) and 32 (bottom)
+LITE0_SKIPS = ("block0_project_bn", "block2_add", "block4_add", "block10_add")
+LITE0_BOTTOM = "block15_project_bn"
+
+
+def build_lite0_segmenter(
+    image_size: int, mask_size: int, width: int = WIDTH, weights: str = "imagenet"
+) -> keras.Model:
+    """The same contract as `build_segmenter` (whole image [B, S, S, 3] in 0..255 ->
+    P(lesion) [B, m, m, 1]), with EfficientNet-Lite0's stages as the encoder (ImageNet
+    weights offline, BatchNorm in inference mode) and a U-Net decoder fed by its stride
+    2 / 4 / 8 / 16 feature maps. `mask_size` must be a multiple of 32."""
+    from modules.backbones import lite0, pretrained
+
+    if mask_size % 32:
+        raise ValueError(f"a Lite0 encoder needs segmenter_size a multiple of 32, got {mask_size}")
+    inputs = keras.Input((image_size, image_size, 3), name=C.FULL_IMAGE, dtype=tf.float32)
+    x = keras.layers.Resizing(mask_size, mask_size, name="to_mask_size")(inputs)
+    features = lite0.lite0_features(x)
+    encoder = keras.Model(inputs, features)
+    if weights not in ("none", "", None):
+        path = pretrained.wheel_checkpoint()[0] if weights == "imagenet" else weights
+        pretrained.load_into(encoder, path)
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # pretrained statistics, inference mode
+    skips = [encoder.get_layer(name).output for name in LITE0_SKIPS]
+    x = encoder.get_layer(LITE0_BOTTOM).output
+    for level, filters in reversed(list(enumerate((width, 2 * width, 4 * width, 8 * width)))):
+        x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level + 1}")(x)
+        x = keras.layers.Concatenate(name=f"skip{level + 1}")([x, skips[level]])
+        x = _conv_block(x, filters, f"dec{level + 1}")
+    x = keras.layers.Conv2DTranspose(width, 2, strides=2, name="up0")(x)
+    x = _conv_block(x, width, "dec0")
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name=PROBABILITY, dtype=tf.float32)(x)
+    return keras.Model(inputs, outputs, name="lesionlens_segmenter_lite0")
+
+
 def dice_bce_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """Soft Dice (per image; an empty target with an empty prediction scores 1) + BCE."""
     y_true = tf.cast(y_true, tf.float32)

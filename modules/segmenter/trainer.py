@@ -70,7 +70,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(opts.seed)
     train_ds = segmentation_dataset(fn_args.train_files, opts, shuffle_seed=opts.seed)
     eval_ds = segmentation_dataset(fn_args.eval_files, opts)
-    model = S.build_segmenter(opts.image_size, opts.segmenter_size, opts.width)
+    if opts.encoder == "efficientnet-lite0":
+        model = S.build_lite0_segmenter(
+            opts.image_size, opts.segmenter_size, opts.width, opts.encoder_weights
+        )
+    else:
+        model = S.build_segmenter(opts.image_size, opts.segmenter_size, opts.width)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=opts.learning_rate), loss=S.dice_bce_loss
     )
@@ -92,6 +97,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             {
                 "segmenter_size": opts.segmenter_size,
                 "width": opts.width,
+                "encoder": opts.encoder,
                 "epochs": opts.epochs,
                 "train_seconds": round(seconds, 1),
                 "eval_dice": eval_dice,
