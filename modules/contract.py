@@ -90,6 +90,31 @@ def class_names(classes: Iterable[str]) -> list[str]:
     return sorted(classes, key=lambda c: LABELS[c])
 
 
+def checked_classes(classes: Iterable[str]) -> tuple[str, ...]:
+    """A model's classes: known names ordered by label id, the ids 0..n-1 with n >= 2
+    (benign,malignant[,normal] or healthy,sick); ValueError saying so otherwise."""
+    names = tuple(classes)
+    ordered = tuple(class_names(c for c in names if c in LABELS))
+    ids = [LABELS[c] for c in ordered]
+    if len(names) < 2 or len(ordered) != len(names) or ids != list(range(len(names))):
+        raise ValueError(
+            f"classes {','.join(names) or '(none)'} do not have label ids 0..n-1 with n >= 2; "
+            "use benign,malignant[,normal] or healthy,sick"
+        )
+    return ordered
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    """Every `--classes` flag: comma-separated names, any case, any order -> `checked_classes`;
+    its error as argparse.ArgumentTypeError (argparse prints that as the flag's error)."""
+    import argparse
+
+    try:
+        return checked_classes(c.strip().lower() for c in text.split(",") if c.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 # --------------------------------------------------------------------------- serving
 
 SERVING_DEFAULT = "serving_default"  # examples -> PREDICT_OUTPUTS

@@ -174,13 +174,7 @@ class PipelineConfig:
         self.data_root = _absolute(self.data_root)
         self.output_root = _absolute(self.output_root)
         self.smote = SmoteMethod(self.smote)  # a wrong name fails here, not mid-run
-        self.classes = tuple(C.class_names(self.classes))  # by label id: the output order
-        ids = [C.LABELS[c] for c in self.classes]
-        if ids != list(range(len(ids))):
-            raise ValueError(
-                f"classes {', '.join(self.classes)} do not have label ids 0..{len(ids) - 1}; "
-                "use benign,malignant[,normal] or healthy,sick"
-            )
+        self.classes = C.checked_classes(self.classes)  # by label id: the output order
         self.operating_point = OperatingPoint(self.operating_point)
         check_recipe(self)
         self.train_roi = TrainRoi(self.train_roi)

@@ -20,16 +20,6 @@ def _threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}") from None
 
 
-def _classes(text: str) -> tuple[str, ...]:
-    names = tuple(c.strip().lower() for c in text.split(",") if c.strip())
-    unknown = [c for c in names if c not in C.LABELS]
-    if unknown or len(names) < 2:
-        raise argparse.ArgumentTypeError(
-            f"expected two or more of {', '.join(C.LABELS)}, comma-separated; got {text!r}"
-        )
-    return names
-
-
 def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:
     """`--profile` (required when `default_profile` is None) and the config's knobs."""
     p.add_argument(
@@ -40,7 +30,7 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     )
     p.add_argument(
         "--classes",
-        type=_classes,
+        type=C.parse_classes,
         help="the records' classes, e.g. benign,malignant,normal (the paper's three-class "
         "setting; ingest with the same --classes); default benign,malignant",
     )

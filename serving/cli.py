@@ -47,7 +47,7 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument("--batch-size", type=positive_int, default=16)
     predict.add_argument(
         "--classes",
-        type=_class_list,
+        type=C.parse_classes,
         help="comma-separated class names by class id (default: benign,malignant, or "
         "benign,malignant,normal for a three-class model)",
     )
@@ -80,13 +80,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-def _class_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one class name")
-    return names
 
 
 @dataclass

@@ -29,6 +29,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--layout", choices=["busi", "mri", "auto"], default="auto")
     p.add_argument(
         "--classes",
+        type=C.parse_classes,
         help="comma-separated class folders to keep "
         "(default busi: benign,malignant; mri: healthy,sick)",
     )
@@ -69,12 +70,11 @@ def add_cli(subparsers) -> None:
 
 
 def _run(args, extra: list[str]) -> int:
-    classes = tuple(c.strip().lower() for c in args.classes.split(",")) if args.classes else None
     cfg = job.IngestConfig(
         src=args.src,
         out=args.out,
         layout=args.layout,
-        classes=classes,
+        classes=args.classes,
         fractions=args.split,
         seed=args.seed,
         protocol=args.protocol,

@@ -43,7 +43,11 @@ def add_cli(subparsers: Any) -> None:
         help="default: serving_default with --overlays (it returns Grad-CAM), else "
         "predict_only; predict_no_mask ignores masks found beside the images",
     )
-    p.add_argument("--classes", help="class names by class id (default: the model's own)")
+    p.add_argument(
+        "--classes",
+        type=C.parse_classes,
+        help="the model's classes, e.g. benign,malignant,normal (default: the model's own)",
+    )
     p.add_argument("--num-shards", type=int, default=0, help="0: one per 10,000 images")
     p.add_argument("--max-pixels", type=int, default=C.DEFAULT_MAX_IMAGE_PIXELS)
     p.set_defaults(func=_run, accepts_extra=True)
@@ -62,7 +66,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         overlays=args.overlays,
         alpha=args.alpha,
         signature=args.signature,
-        classes=tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
+        classes=args.classes,
         num_shards=args.num_shards,
         max_pixels=args.max_pixels,
     )
