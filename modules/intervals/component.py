@@ -26,6 +26,7 @@ from tfx.utils import path_utils
 
 from modules import contract as C
 from modules.calibration import expected_calibration_error, uncalibrated
+from modules.intervals import mask_shape
 from modules.intervals.bootstrap import slice_intervals
 from modules.intervals.multiclass import multiclass_intervals, shortcut_calls
 from modules.split_records import read_split
@@ -67,6 +68,7 @@ SCORED_OUTPUTS = (
     C.PROBABILITIES,
     C.CLASS_ID,
     C.ROI_SOURCE,
+    C.ROI_MASK,  # the mask-shape rule on the segmenter's outline
 )
 
 
@@ -90,7 +92,8 @@ def score_split(
         for signature in signatures:
             answer = loaded.signatures[signature](**{C.EXAMPLES: batch})
             for name in SCORED_OUTPUTS:
-                outputs[signature][name].append(answer[name].numpy())
+                if name in answer:  # models exported before the ROI outputs have none
+                    outputs[signature][name].append(answer[name].numpy())
         transformed = transform(**{C.EXAMPLES: batch})
         for name in columns:
             columns[name].append(transformed[name].numpy().reshape(-1))
@@ -101,7 +104,9 @@ def score_split(
         labels=np.concatenate(columns[C.LABEL]),
         has_mask=np.concatenate(columns[C.HAS_MASK]),
         features=features,
-        outputs={s: {o: np.concatenate(v) for o, v in out.items()} for s, out in outputs.items()},
+        outputs={
+            s: {o: np.concatenate(v) for o, v in out.items() if v} for s, out in outputs.items()
+        },
     )
 
 
@@ -167,6 +172,125 @@ def class_report(
     return report
 
 
+def record_masks(records: list[bytes]) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Each record's lesion mask at full resolution (None when it has none) and label."""
+    masks, labels = [], []
+    for record in records:
+        feature = tf.train.Example.FromString(record).features.feature
+        masks.append(mask_shape.mask_from_png(feature[C.MASK].bytes_list.value[0]))
+        labels.append(feature[C.LABEL].int64_list.value[0])
+    return masks, np.asarray(labels, dtype=np.int64)
+
+
+def served_small_masks(loaded, records: list[bytes], segmenter_size: int) -> np.ndarray:
+    """The records' masks as the served graph reduces a given mask to its `roi_mask` output
+    [n, ROI_MASK_SIZE, ROI_MASK_SIZE]: the model's own Transform (`lesion_mask` at the
+    segmenter's size), then `small_mask`. An empty mask stays all zeros (the served output
+    says "whole image" there; here it is the empty outline)."""
+    from modules.segmenter.network import small_mask
+    from modules.transform import decode_masks
+
+    transform = loaded.signatures[C.TRANSFORM_FEATURES]
+    out = []
+    for start in range(0, len(records), BATCH):
+        batch = tf.constant(records[start : start + BATCH])
+        lesion = transform(**{C.EXAMPLES: batch})[C.LESION_MASK]
+        out.append(small_mask(decode_masks(tf.reshape(lesion, [-1]), segmenter_size)).numpy())
+    return np.concatenate(out) if out else np.zeros([0, C.ROI_MASK_SIZE, C.ROI_MASK_SIZE])
+
+
+def mask_shape_report(
+    splits: dict[str, list[bytes]],
+    info: dict,
+    resamples: int,
+    seed: int,
+    level: float,
+    model_dir: str | None = None,
+    test_roi: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict, dict[str, list[float]]] | None:
+    """The mask-shape rule (mask_shape.py) beside the ORACLE: fitted on `splits[train]`'s
+    masks, its threshold chosen on eval with the model's operating point (`info`, the
+    exported lesionlens.json), scored on test. Entries (malignant against the rest, so for
+    two and three classes):
+
+    - `oracle`: the radiologist's test masks at full resolution;
+    - with a segmenter (`info["segmenter_size"]`, `model_dir` and `test_roi`, the
+      `predict_no_mask` outputs (roi_mask [n, 24, 24], roi_source [n]) in the test
+      records' image-id order): the rule refitted on the train masks reduced as the served
+      graph reduces a mask to `roi_mask` (24 px, so its features compare with the
+      segmenter's), threshold on eval's reduced masks, scored on the test masks reduced the
+      same way (`oracle_24px`) and on the outline the segmenter drew (`predicted`; where it
+      found nothing, `roi_source` none, the empty outline).
+
+    Returns (report, {entry: test decision scores in image-id order}); None when no train
+    image has a mask (nothing to learn from)."""
+    ordered = {s: sorted(r, key=_image_id) for s, r in splits.items()}
+    masks, labels = {}, {}
+    for split, records in ordered.items():
+        masks[split], labels[split] = record_masks(records)
+    if not any(m is not None for m in masks[C.TRAIN]):
+        return None
+    feats = {s: mask_shape.features_of(m) for s, m in masks.items()}
+    point = {
+        "operating_point": info["operating_point"],
+        "operating_target": info["operating_target"],
+        "threshold_method": info.get("threshold_method", "empirical"),
+    }
+    args = (*point.values(), info.get("seed", seed), resamples, seed, level)
+
+    def split(name: str, features: dict) -> tuple[np.ndarray, np.ndarray]:
+        return features[name], labels[name]
+
+    full, scores = mask_shape.score_rule(
+        split(C.TRAIN, feats), split(C.EVAL, feats), {"oracle": split(C.TEST, feats)}, *args
+    )
+    report = {
+        "rule": mask_shape.RULE,
+        "features": list(mask_shape.FEATURES),
+        "empty_mask": mask_shape.EMPTY_NOTE,
+        "fit_split": C.TRAIN,
+        "threshold_split": C.EVAL,
+        **point,
+        "oracle": {
+            "masks": "the radiologist's, full resolution (ORACLE)",
+            **full["fit"],
+            **full["oracle"],
+        },
+    }
+    segmenter_size = int(info.get("segmenter_size") or 0)
+    if segmenter_size and model_dir and test_roi is not None:
+        loaded = tf.saved_model.load(model_dir)
+        small = {s: served_small_masks(loaded, r, segmenter_size) for s, r in ordered.items()}
+        feats24 = {s: mask_shape.features_of(m) for s, m in small.items()}
+        roi_mask, roi_source = test_roi
+        drawn = [
+            m if src == C.ROI_PREDICTED else None
+            for m, src in zip(roi_mask, roi_source, strict=True)
+        ]
+        tests = {
+            "oracle_24px": split(C.TEST, feats24),
+            "predicted": (mask_shape.features_of(drawn), labels[C.TEST]),
+        }
+        reduced, more = mask_shape.score_rule(
+            split(C.TRAIN, feats24), split(C.EVAL, feats24), tests, *args
+        )
+        size = C.ROI_MASK_SIZE
+        report["oracle_24px"] = {
+            "masks": f"the radiologist's, reduced to the served roi_mask ({size} px) (ORACLE)",
+            **reduced["fit"],
+            **reduced["oracle_24px"],
+        }
+        report["predicted"] = {
+            "masks": f"the segmenter's served roi_mask ({size} px; none found: empty), "
+            f"scored by the rule of oracle_24px (fitted on the radiologist's train masks at "
+            f"{size} px)",
+            **reduced["fit"],
+            **reduced["predicted"],
+        }
+        scores.update(more)
+    return report, {name: s.round(6).tolist() for name, s in scores.items()}
+
+
 @tfx.dsl.components.component
 def BootstrapIntervals(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
@@ -229,6 +353,21 @@ def BootstrapIntervals(
         result["multiclass"] = class_report(
             scored, info["classes"], features, resamples, seed, level
         )
+    # beside the ORACLE: what the mask's outline alone gives (mask_shape.py)
+    splits = {s: read_split(artifact_utils.get_split_uri([examples], s)) for s in (C.TRAIN, C.EVAL)}
+    shape = mask_shape_report(
+        {**splits, C.TEST: records},
+        info,
+        resamples,
+        seed,
+        level,
+        model_dir,
+        (deployable[C.ROI_MASK], deployable[C.ROI_SOURCE].astype(str))
+        if C.ROI_MASK in deployable
+        else None,
+    )
+    if shape is not None:
+        result["mask_shape_rule"], result["per_image"]["mask_shape_rule"] = shape
     with tf.io.gfile.GFile(os.path.join(intervals.uri, INTERVALS_FILE), "w") as f:
         json.dump(result, f, indent=2)
     intervals.set_string_custom_property("model_uri", model.uri)

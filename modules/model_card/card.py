@@ -174,6 +174,8 @@ def build_card(
         }
         if "multiclass" in intervals:
             card["test_metrics"]["three_class"] = intervals["multiclass"]
+        if "mask_shape_rule" in intervals:
+            card["test_metrics"]["mask_shape_rule"] = _shape_rule(intervals["mask_shape_rule"])
         calibration = intervals.get("calibration", {})
         card["decision"]["test_ece_uncalibrated"] = calibration.get("uncalibrated", {}).get("ece")
         card["decision"]["test_ece_calibrated"] = calibration.get("calibrated", {}).get("ece")
@@ -207,6 +209,50 @@ def _table(title: str, slices: dict) -> list[str]:
     for name, s in sorted(slices.items(), key=lambda kv: (kv[0] != "overall", kv[0])):
         cells = " | ".join(_cell(s["metrics"], s["intervals"], m) for m in HEADLINE)
         lines.append(f"| {name} | {s['images']} | {cells} |")
+    return [*lines, ""]
+
+
+_SHAPE_ROWS = (  # mask_shape_rule entry -> the card's row
+    ("oracle", "radiologist's outline (ORACLE)"),
+    ("oracle_24px", "radiologist's outline, 24 px (ORACLE)"),
+    ("predicted", "segmenter's outline, 24 px (deployable)"),
+)
+
+
+def _shape_rule(rule: dict) -> dict[str, Any]:
+    """The no-pixel mask-shape rule (modules/intervals/mask_shape.py): its definition and,
+    per kind of outline, the headline metrics with their intervals."""
+    out = {k: rule.get(k) for k in ("rule", "operating_point", "operating_target")}
+    for key, _ in _SHAPE_ROWS:
+        if key in rule:
+            e = rule[key]
+            out[key] = {
+                "masks": e.get("masks"),
+                "images": e["example_count"],
+                "threshold": e.get("threshold"),
+                "metrics": {m: e["metrics"].get(m) for m in HEADLINE},
+                "intervals": {m: e["intervals"].get(m) for m in HEADLINE},
+            }
+    return out
+
+
+def _mask_shape_rule(rule: dict) -> list[str]:
+    """The rule's table beside the ORACLE's: what the mask hands the model without a pixel."""
+    head = "| outline | images | " + " | ".join(NAMES[m] for m in HEADLINE) + " |"
+    lines = [
+        "**No pixel, the mask's shape alone** (malignant against the rest): "
+        f"{rule['rule']}; fitted on the train split's masks, threshold chosen on eval for "
+        f"{rule['operating_point']} >= {rule['operating_target']}. Where it comes close to "
+        "the ORACLE, the mask hands the model its answer.",
+        "",
+        head,
+        "|" + " --- |" * (len(HEADLINE) + 2),
+    ]
+    for key, label in _SHAPE_ROWS:
+        if key in rule:
+            e = rule[key]
+            cells = " | ".join(_cell(e["metrics"], e["intervals"], m) for m in HEADLINE)
+            lines.append(f"| {label} | {e['images']} | {cells} |")
     return [*lines, ""]
 
 
@@ -300,6 +346,8 @@ def render_markdown(card: dict) -> str:
         )
         if m["roi"] and t["oracle"]:
             lines += _table("ORACLE: each request with the radiologist's mask", t["oracle"])
+        if "mask_shape_rule" in t:
+            lines += _mask_shape_rule(t["mask_shape_rule"])
         if "three_class" in t:
             lines += _three_class(t["three_class"])
         if dec.get("test_ece_calibrated") is not None:
