@@ -50,6 +50,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from modules import contract as C
 from modules.transform import decode_images
 from serving.dev.server import serve
+from serving.versions import newest_version
 
 DEFAULT_MODEL_BASES = (
     REPO_ROOT / "out" / "busi-paper" / "serving" / "lesionlens",
@@ -77,11 +78,8 @@ LABELS = {
 
 
 def _highest_version(base: Path) -> Path | None:
-    """TF Serving's `latest` policy: the highest integer subdir holding a SavedModel."""
-    if not base.is_dir():
-        return None
-    versions = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+    found = newest_version(base)
+    return Path(found) if found else None
 
 
 def resolve_model_dir(arg: str | None) -> Path | None:

@@ -9,7 +9,6 @@ and keeps Beam's RunInference semantics (one model per worker process, shared by
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -20,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from modules import contract as C
+from serving.versions import is_saved_model, newest_version
 
 # One element = one planned batch: (batch key, [(path, true class or "", raw example), ...]).
 Batch = tuple[Any, list[tuple[str, str, bytes]]]
@@ -33,16 +33,14 @@ def resolve_model(path: str) -> str:
     """A SavedModel folder, or the newest numbered version below a Pusher's base folder (the
     version TF Serving would serve)."""
     path = path.rstrip("/")
-    if FileSystems.exists(FileSystems.join(path, "saved_model.pb")):
+    if is_saved_model(path):
         return path
     if not FileSystems.exists(path):
         raise ModelError(f"{path}: no such model folder")
-    matches = FileSystems.match([FileSystems.join(path, "*", "saved_model.pb")])[0]
-    versions = [os.path.basename(os.path.dirname(m.path)) for m in matches.metadata_list]
-    numbered = sorted((int(v), v) for v in versions if v.isdigit())
-    if not numbered:
+    newest = newest_version(path)
+    if newest is None:
         raise ModelError(f"{path}: neither a SavedModel nor a folder of numbered versions")
-    return FileSystems.join(path, numbered[-1][1])
+    return newest
 
 
 def check_signature(model_path: str, signature: str) -> list[str]:

@@ -23,11 +23,12 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
+from serving.versions import is_saved_model, model_versions
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # TF Serving's default
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -44,10 +45,6 @@ def _invalid(message: str) -> StatusError:
     return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _has_saved_model(path: Path) -> bool:
-    return any((path / name).is_file() for name in _SAVED_MODEL_FILES)
-
-
 def find_versions(model_dir: str | Path) -> tuple[str, dict[int, Path]]:
     """Returns (default model name, {version: SavedModel dir}) for `model_dir`.
 
@@ -58,15 +55,11 @@ def find_versions(model_dir: str | Path) -> tuple[str, dict[int, Path]]:
     path = Path(model_dir).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"model dir {path} does not exist")
-    if _has_saved_model(path):
+    if is_saved_model(path):
         if path.name.isdigit():
             return path.parent.name, {int(path.name): path}
         return path.name, {1: path}
-    versions = {
-        int(child.name): child
-        for child in path.iterdir()
-        if child.is_dir() and child.name.isdigit() and _has_saved_model(child)
-    }
+    versions = {version: Path(folder) for version, folder in model_versions(path).items()}
     if not versions:
         raise FileNotFoundError(
             f"no SavedModel found under {path}: expected {path}/<integer version>/saved_model.pb "
