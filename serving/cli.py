@@ -68,11 +68,25 @@ def add_cli(subparsers: Any) -> None:
     predict.add_argument(
         "--out",
         type=Path,
-        help="write <stem>_<class>_gradcam.png (with the outline of the ROI the model used, "
-        "when it was not the whole image) and <stem>.json here",
+        help="write <stem>_<class>_gradcam.png (the image beside its Grad-CAM overlay, with "
+        "the outline of the ROI the model used, over a caption: see --overlay-style) and "
+        "<stem>.json here",
     )
     predict.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
+    add_overlay_style(predict)
     predict.set_defaults(func=run_predict)
+
+
+def add_overlay_style(parser: Any) -> None:
+    """`--overlay-style`, shared by `predict` and `score`."""
+    parser.add_argument(
+        "--overlay-style",
+        choices=("captioned", "compact"),
+        default="captioned",
+        help="captioned (default): the image beside the overlay over a caption (class, "
+        "P(malignant) against the threshold, roi_source, model, colour bar, legend; the "
+        "radiologist's mask outlined in magenta when given); compact: the overlay alone",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -213,16 +227,41 @@ def text_output(value: Any) -> str:
 
 
 def _write_outputs(
-    out_dir: Path, stem: str, item: _Item, row: dict[str, np.ndarray], record: dict, alpha: float
+    out_dir: Path,
+    stem: str,
+    item: _Item,
+    row: dict[str, np.ndarray],
+    record: dict,
+    args: argparse.Namespace,
+    version: str | None,
 ) -> None:
-    from serving.overlay import overlay_file_name, overlay_png
+    from serving.overlay import Prediction, overlay_file_name, render
 
     if C.GRADCAM in row:
         overlay = out_dir / overlay_file_name(stem, record["class_name"])
-        roi_mask = row.get(C.ROI_MASK)  # models exported before the ROI outputs have none
-        overlay.write_bytes(overlay_png(item.image_bytes, row[C.GRADCAM], alpha, roi_mask))
+        png, caption = render(
+            item.image_bytes,
+            row[C.GRADCAM],
+            Prediction.from_record(record, args.model, version),
+            style=args.overlay_style,
+            alpha=args.alpha,
+            roi_mask=row.get(C.ROI_MASK),  # models exported before the ROI outputs have none
+            given_mask=item.mask_bytes,
+        )
+        overlay.write_bytes(png)
         record["gradcam_overlay"] = overlay.name
+        if caption:
+            record["gradcam_caption"] = caption
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
+
+
+def served_version(client: Any, asked: int | None) -> str | None:
+    """The model version that answered: gRPC responses name it; over REST only an explicit
+    --version is known."""
+    spec = getattr(client, "last_model_spec", None)
+    if spec is not None and spec.HasField("version"):
+        return str(spec.version.value)
+    return str(asked) if asked is not None else None
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -320,7 +359,8 @@ def run_predict(args: argparse.Namespace) -> int:
                         record[C.GRADCAM] = np.asarray(result[C.GRADCAM]).tolist()
                     stem = _unique_stem(item.path.stem, used_stems)
                     try:
-                        _write_outputs(args.out, stem, item, result, record, args.alpha)
+                        version = served_version(client, args.version)
+                        _write_outputs(args.out, stem, item, result, record, args, version)
                     except (OSError, ValueError) as error:  # disk full, malformed heatmap...
                         print(f"ERROR {item.path}: cannot write outputs: {error}", file=sys.stderr)
                         failed += 1

@@ -5,20 +5,39 @@ which is all the information it has and keeps responses small; only the client k
 original image, so it upsamples (bilinear, like tf.image.resize) and blends there. Pillow and
 numpy only: no matplotlib dependency for one colour map.
 
-The ROI the model actually used (its `roi_mask` output, ROI_MASK_SIZE square, 1 = kept) is
-drawn as an outline over the blend: upsampled nearest-neighbour (it is binary) to the image
-size, its inner boundary painted in pure green, a colour the jet blend never produces. A
-mask of all ones (the whole image) draws nothing.
+Two styles (`STYLES`):
+
+- `captioned` (the default of `lesionlens predict` and `lesionlens score --overlays`): the
+  original image beside the overlay, both at the original resolution, over a caption strip
+  that states the predicted class, P(malignant) against the model's operating threshold (and
+  which side of it the image fell), `roi_source`, the model's name and version, a colour bar
+  of the heat map with its meaning, and a legend of the outlines. The ROI the model used is
+  drawn as a smooth contour (`roi_field`, `draw_contour`); a radiologist's mask, when the
+  request had one, as a second contour in magenta. `render` returns the caption it drew.
+  Text is drawn in DejaVu Sans where the system has it (Debian: fonts-dejavu-core), else in
+  Pillow's bundled font (`font_name()` says which), sized with the image (`font_size`).
+- `compact`: the earlier single panel, the blend alone with the ROI's staircase outline.
+
+In the compact style the ROI the model actually used (its `roi_mask` output, ROI_MASK_SIZE
+square, 1 = kept) is drawn as an outline over the blend: upsampled nearest-neighbour (it is
+binary) to the image size, its inner boundary painted in pure green, a colour the jet blend
+never produces. A mask of all ones (the whole image) draws nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+from modules import contract as C
 
 DEFAULT_ALPHA = 0.4
 OUTLINE_COLOUR = (0, 255, 0)
@@ -142,4 +161,377 @@ def overlay_png(
     # Level 1: 6x faster than Pillow's default 6 on a blended photo (10 vs 62 ms at 448 px,
     # files 15 % larger); a batch job writes one per image.
     blend(image, heatmap, alpha, roi_mask).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------- captioned overlays
+
+STYLES = ("captioned", "compact")
+MASK_COLOUR = (255, 0, 255)  # the radiologist's mask: magenta, in no jet colour either
+BACKGROUND = (24, 24, 24)
+TEXT_COLOUR = (235, 235, 235)
+ROI_CELL_PX = 8  # pixels a roi_mask cell on the grid where its outline is smoothed
+DEJAVU = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+)
+ROI_WORDS = {
+    C.ROI_PREDICTED: "drawn by the model's lesion segmenter",
+    C.ROI_GIVEN: "the mask sent with the request",
+    C.ROI_NONE: "the whole image",
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the caption states: the fields of a `predict` / `score` record of one image."""
+
+    class_name: str
+    positive_probability: float | None = None
+    threshold: float | None = None
+    roi_source: str | None = None
+    model: str | None = None
+    version: str | None = None
+    positive_class: str = "malignant"
+
+    @classmethod
+    def from_record(
+        cls,
+        record: dict,
+        model: str | None,
+        version: str | None,
+        classes: Sequence[str] | None = None,
+    ) -> Prediction:
+        """From a `lesionlens predict` JSON record or a `lesionlens score` row (and the
+        model's class names, when the record does not list them): the caption then states
+        exactly what the record says."""
+        return cls(
+            class_name=record["class_name"],
+            positive_probability=record.get(C.POSITIVE_PROBABILITY),
+            threshold=record.get(C.THRESHOLD),
+            roi_source=record.get(C.ROI_SOURCE),
+            model=model,
+            version=version,
+            positive_class=_positive_class(classes or record.get("classes")),
+        )
+
+    def caption_lines(self) -> list[str]:
+        """The caption's lines, in the order drawn (ASCII only: any font has the glyphs)."""
+        lines = [f"predicted: {self.class_name}"]
+        p, t, positive = self.positive_probability, self.threshold, self.positive_class
+        if p is not None and t is not None:
+            digits = next((d for d in range(3, 7) if f"{p:.{d}f}" != f"{t:.{d}f}"), 6)
+            side = f">= threshold {t:.{digits}f}: called {positive}"
+            if p < t:
+                side = f"< threshold {t:.{digits}f}: not called {positive}"
+            lines.append(f"P({positive}) {p:.{digits}f} {side}")
+        elif p is not None:
+            lines.append(f"P({positive}) {p:.3f} (the model exports no threshold)")
+        if self.roi_source is not None:
+            words = ROI_WORDS.get(self.roi_source, "unknown")
+            lines.append(f"ROI: {words} (roi_source={self.roi_source})")
+        model = self.model or "unknown"
+        version = f", version {self.version}" if self.version else ""
+        lines.append(f"model: {model}{version}")
+        return lines
+
+
+def _positive_class(classes: Sequence[str] | None) -> str:
+    """The name of label POSITIVE_LABEL (P(positive) is `positive_probability`)."""
+    if classes and len(classes) > C.POSITIVE_LABEL:
+        return classes[C.POSITIVE_LABEL]
+    return C.DEFAULT_CLASSES["busi"][C.POSITIVE_LABEL]
+
+
+def font_name() -> str:
+    """Which font captions are drawn in: a DejaVu Sans file, or Pillow's bundled font."""
+    return next((path for path in DEJAVU if os.path.isfile(path)), "Pillow's bundled font")
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    name = font_name()
+    if os.path.isfile(name):
+        return ImageFont.truetype(name, size)
+    return ImageFont.load_default(size=size)
+
+
+def font_size(width: int, height: int) -> int:
+    """Caption text height for panels of `width` x `height`: 1/28 of the image's larger
+    side, never under 12 px (legible on a screen) nor over 64."""
+    return int(min(64, max(12, round(max(width, height) / 28))))
+
+
+def gaussian_blur(field: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a 2-D float array, the border replicated."""
+    if sigma <= 0:
+        return np.asarray(field, np.float32)
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    out = np.asarray(field, np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(k, k + n), axis=axis) for k, w in enumerate(taps))
+    return out.astype(np.float32)
+
+
+def roi_field(roi_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 [height, width] in [0, 1] whose 0.5 level line is the ROI's smooth outline.
+
+    The ROI_MASK_SIZE cells are read as samples at their centres and interpolated
+    bilinearly onto a grid of ROI_CELL_PX pixels a cell, blurred there (sigma 3/8 of a cell,
+    the border replicated: the image border is not an edge) to take out the kinks between
+    cells, then resized bilinearly to `size` = (width, height). A straight edge of the mask
+    keeps its place (the 0.5 line runs midway between a kept and a dropped cell's centre); a
+    diagonal staircase becomes a straight line; a corner is rounded by about a third of a
+    cell.
+    """
+    mask = np.asarray(roi_mask)
+    if mask.ndim != 2 or 0 in mask.shape:
+        raise ValueError(f"roi_mask must be a non-empty 2-D array, got shape {mask.shape}")
+    cells = Image.fromarray((mask > 0).astype(np.float32))
+    grid = (mask.shape[1] * ROI_CELL_PX, mask.shape[0] * ROI_CELL_PX)
+    fine = gaussian_blur(np.asarray(cells.resize(grid, Image.BILINEAR)), ROI_CELL_PX * 3 / 8)
+    return np.asarray(Image.fromarray(fine).resize(size, Image.BILINEAR), np.float32)
+
+
+def mask_field(mask: np.ndarray, size: tuple[int, int], sigma: float = 1.0) -> np.ndarray:
+    """The same for a full-resolution binary mask (a radiologist's): nearest-neighbour to
+    `size` = (width, height) when it differs, then blurred by `sigma` pixels."""
+    kept = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
+    if kept.size != size:
+        kept = kept.resize(size, Image.NEAREST)
+    return gaussian_blur(np.asarray(kept, np.float32) / 255.0, sigma)
+
+
+def contour_coverage(field: np.ndarray, width: float) -> np.ndarray:
+    """float32 [H, W] in [0, 1]: how much of each pixel an anti-aliased line `width` pixels
+    wide, centred on the field's 0.5 level line, covers. The distance to the line is taken
+    as |f - 0.5| / |grad f|, so flat parts of the field (no edge) draw nothing."""
+    f = np.asarray(field, np.float32)
+    gy, gx = np.gradient(f)
+    slope = np.hypot(gx, gy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distance = np.where(slope > 1e-6, np.abs(f - 0.5) / slope, np.inf)
+    return np.clip(width / 2 + 0.5 - distance, 0.0, 1.0).astype(np.float32)
+
+
+def draw_contour(
+    rgb: np.ndarray, field: np.ndarray, colour: tuple[int, int, int], width: float
+) -> np.ndarray:
+    """A copy of uint8 RGB `rgb` with the field's 0.5 line drawn in `colour`, anti-aliased."""
+    cover = contour_coverage(field, width)[..., None]
+    mixed = (1.0 - cover) * rgb.astype(np.float32) + cover * np.asarray(colour, np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def _decode_mask(mask: bytes | np.ndarray | Image.Image | None) -> np.ndarray | None:
+    """A radiologist's mask as bool [H, W], or None when absent or empty."""
+    if mask is None or (isinstance(mask, bytes) and not mask):
+        return None
+    if isinstance(mask, bytes):
+        mask = Image.open(io.BytesIO(mask))
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("L"))
+    kept = np.asarray(mask) > 0
+    if kept.ndim == 3:
+        kept = kept.any(axis=-1)
+    return kept if kept.any() else None
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
+    """`text` broken at spaces into lines no wider than `width` (a long word stays whole)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and draw.textlength(candidate, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return [*lines, line]
+
+
+def _open(image: bytes | str | Path | Image.Image) -> Image.Image:
+    if isinstance(image, bytes):
+        return Image.open(io.BytesIO(image))
+    if isinstance(image, str | Path):
+        return Image.open(image)
+    return image
+
+
+def overlay_panel(
+    original: np.ndarray,
+    heatmap: np.ndarray,
+    alpha: float,
+    roi_mask: np.ndarray | None,
+    given_mask: bytes | np.ndarray | Image.Image | None,
+    line_px: float,
+    roi_source: str | None = None,
+) -> tuple[np.ndarray, list[tuple[tuple[int, int, int], str]]]:
+    """The heat map blended over uint8 RGB `original` with the smooth outlines, and the
+    legend of what was outlined ((colour, words) per outline)."""
+    height, width = original.shape[:2]
+    heat = jet(upsample(heatmap, (width, height))).astype(np.float32)
+    mixed = (1.0 - alpha) * original.astype(np.float32) + alpha * heat
+    blended = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+    legend = []
+    mask = _decode_mask(given_mask)
+    if mask is not None:  # under the ROI's outline and twice as wide: both show where they meet
+        field = mask_field(mask, (width, height))
+        blended = draw_contour(blended, field, MASK_COLOUR, 2 * line_px)
+        used = " (the ROI's source)" if roi_source == C.ROI_GIVEN else ""
+        legend.append((MASK_COLOUR, f"radiologist's mask{used}"))
+    if roi_mask is not None and not np.all(np.asarray(roi_mask) > 0):
+        field = roi_field(roi_mask, (width, height))
+        blended = draw_contour(blended, field, OUTLINE_COLOUR, line_px)
+        legend.insert(0, (OUTLINE_COLOUR, "ROI the model used"))
+    return blended, legend
+
+
+def _canvas_width(width: int, height: int) -> int:
+    size = font_size(width, height)
+    return max(2 * width + max(4, size // 2) + 2 * size, 36 * size)
+
+
+def panel_boxes(size: tuple[int, int]) -> tuple[tuple[int, int, int, int], ...]:
+    """(left, top, right, bottom) of the original's panel and of the overlay's on a
+    captioned overlay of an image of `size` = (width, height), for `Image.crop`: the panels
+    sit side by side, centred, half a text line below the top."""
+    width, height = size
+    text = font_size(width, height)
+    gap = max(4, text // 2)
+    left = (_canvas_width(width, height) - 2 * width - gap) // 2
+    top = text // 2
+    return (
+        (left, top, left + width, top + height),
+        (left + width + gap, top, left + 2 * width + gap, top + height),
+    )
+
+
+def captioned(
+    image: bytes | str | Path | Image.Image,
+    heatmap: np.ndarray,
+    prediction: Prediction,
+    alpha: float = DEFAULT_ALPHA,
+    roi_mask: np.ndarray | None = None,
+    given_mask: bytes | np.ndarray | Image.Image | None = None,
+) -> tuple[Image.Image, str]:
+    """The two-panel overlay and the caption drawn on it (its lines joined by newlines).
+
+    Left the original image, right the Grad-CAM blend with the ROI's smooth outline (green,
+    none when the ROI is the whole image) and the radiologist's mask's (magenta, twice as
+    wide and under the green, so that both show where they coincide), both at
+    the image's own resolution; below them the caption strip (`Prediction.caption_lines`,
+    a colour bar, a legend of what is outlined). The canvas is widened for a small image so
+    that the caption keeps `font_size` (the panels are then centred).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    original = to_rgb(_open(image))
+    height, width = original.shape[:2]
+    size = font_size(width, height)
+    font = _font(size)
+    line_px = max(2.5, size / 6)  # outline width: at least one pixel fully drawn
+    blended, legend = overlay_panel(
+        original, heatmap, alpha, roi_mask, given_mask, line_px, prediction.roi_source
+    )
+
+    margin = size
+    left_box, right_box = panel_boxes((width, height))
+    canvas_w = _canvas_width(width, height)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = canvas_w - 2 * margin
+    lines = prediction.caption_lines()
+    heading = "left: the image; right: Grad-CAM over it"
+    drawn = [
+        (text, row) for text in [heading, *lines] for row in _wrap(scratch, text, font, text_w)
+    ]
+    bar_label = (
+        f"Grad-CAM 0-1: where the classifier's evidence for {prediction.class_name!r} is "
+        "(0 none, 1 strongest)"
+    )
+    bar_rows = _wrap(scratch, bar_label, font, text_w)
+    legend_rows = [
+        (colour, row)
+        for colour, text in legend
+        for row in _wrap(scratch, text, font, text_w - 3 * size)
+    ]
+    pitch = round(size * 1.35)
+    strip_h = margin + pitch * (len(drawn) + len(bar_rows) + 2 + len(legend_rows)) + margin // 2
+
+    canvas = Image.new("RGB", (canvas_w, height + margin + strip_h), BACKGROUND)
+    canvas.paste(Image.fromarray(original), left_box[:2])
+    canvas.paste(Image.fromarray(blended), right_box[:2])
+    draw = ImageDraw.Draw(canvas)
+    y = height + margin
+    for _, row in drawn:
+        draw.text((margin, y), row, fill=TEXT_COLOUR, font=font)
+        y += pitch
+    bar_w = min(text_w, 24 * size)
+    ramp = jet(np.linspace(0.0, 1.0, bar_w))[None].repeat(size, axis=0)
+    canvas.paste(Image.fromarray(ramp), (margin, y))
+    y += size + 2
+    for tick, at in (("0", 0.0), ("0.5", 0.5), ("1", 1.0)):
+        tick_w = draw.textlength(tick, font=font)
+        x = margin + min(max(at * bar_w - tick_w / 2, 0), bar_w - tick_w)
+        draw.text((x, y), tick, fill=TEXT_COLOUR, font=font)
+    y += pitch
+    for row in bar_rows:
+        draw.text((margin, y), row, fill=TEXT_COLOUR, font=font)
+        y += pitch
+    for colour, row in legend_rows:
+        mid = y + size // 2
+        wide = 2 if colour == MASK_COLOUR else 1
+        draw.line(
+            [(margin, mid), (margin + 2 * size, mid)], fill=colour, width=round(wide * line_px)
+        )
+        draw.text((margin + 3 * size, y), row, fill=TEXT_COLOUR, font=font)
+        y += pitch
+    caption = [heading, *lines, bar_label] + [text for _, text in legend]
+    return canvas, "\n".join(caption)
+
+
+def render(
+    image: bytes | str | Path | Image.Image,
+    heatmap: np.ndarray,
+    prediction: Prediction,
+    *,
+    style: str = "captioned",
+    alpha: float = DEFAULT_ALPHA,
+    roi_mask: np.ndarray | None = None,
+    given_mask: bytes | np.ndarray | Image.Image | None = None,
+) -> tuple[bytes, str]:
+    """(PNG bytes, the caption drawn) in one of `STYLES`; the compact style draws none ("")."""
+    if style == "compact":
+        return overlay_png(image, heatmap, alpha, roi_mask), ""
+    if style != "captioned":
+        raise ValueError(f"overlay style must be one of {STYLES}, got {style!r}")
+    canvas, caption = captioned(image, heatmap, prediction, alpha, roi_mask, given_mask)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), caption
+
+
+def thumbnail(
+    image: bytes | str | Path | Image.Image,
+    heatmap: np.ndarray,
+    alpha: float = DEFAULT_ALPHA,
+    roi_mask: np.ndarray | None = None,
+    given_mask: bytes | np.ndarray | Image.Image | None = None,
+    max_side: int = 160,
+) -> bytes:
+    """A small JPEG of the overlay panel alone (a few kB), for galleries: the image shrunk
+    to `max_side` first, then blended and outlined as in `captioned`."""
+    small = _open(image)
+    small = Image.fromarray(to_rgb(small))
+    small.thumbnail((max_side, max_side), Image.BILINEAR)
+    panel, _ = overlay_panel(np.asarray(small), heatmap, alpha, roi_mask, given_mask, 1.5)
+    buffer = io.BytesIO()
+    Image.fromarray(panel).save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()

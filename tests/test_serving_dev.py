@@ -498,8 +498,14 @@ def test_predict_cli_folder_writes_overlays_and_json(server, images, tmp_path, c
         record = json.loads((out_dir / f"{stem}.json").read_text())
         assert record["gradcam_overlay"] == f"{stem}_{record['class_name']}_gradcam.png"
         with Image.open(out_dir / record["gradcam_overlay"]) as picture:
-            assert picture.size == size and picture.mode == "RGB"
+            assert picture.mode == "RGB" and picture.width >= 2 * size[0]
             assert not _green_pixels(picture)  # whole image: no ROI outline
+            left = picture.crop(overlay.panel_boxes(size)[0])  # the original, pixel for pixel
+            with Image.open(images / name) as original:
+                assert np.array_equal(np.asarray(left), overlay.to_rgb(original))
+        caption = record["gradcam_caption"]  # what the overlay states: the record's answer
+        assert f"predicted: {record['class_name']}\n" in caption
+        assert "roi_source=none" in caption and "model: toy, version 2" in caption
         assert record["image_size"] == list(size)
         assert record["class_name"] == ["healthy", "sick"][record["class_id"]]
         assert abs(sum(record["probabilities"]) - 1.0) < 1e-5
@@ -520,18 +526,29 @@ def test_predict_cli_with_mask_outlines_the_given_roi(server, images, tmp_path, 
     argv = ["predict", "--server", address, "--model", "toy", "--signature", "serving_default"]
     mask = images / "a_rgb_mask.png"  # the centre half of the 40x30 image
     argv += [str(images / "a_rgb.png"), "--mask", str(mask), "--out", str(out_dir)]
-    code = _run_cli([*argv, "--rest"] if rest else argv)
+    argv += ["--rest"] if rest else []
+    code = _run_cli([*argv, "--overlay-style", "compact"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     [line] = captured.out.splitlines()
     assert line.split("\t")[3] == "roi=given"
     record = json.loads((out_dir / "a_rgb.json").read_text())
     assert record["roi_source"] == "given" and record["mask"] == str(mask)
+    assert "gradcam_caption" not in record  # the compact style draws no caption
     with Image.open(out_dir / record["gradcam_overlay"]) as picture:
+        assert picture.size == (40, 30)  # the single panel
         green = np.asarray(picture.convert("RGB")) == overlay.OUTLINE_COLOUR
     rows, cols = np.nonzero(green.all(-1))
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 21, 10, 29)
     assert not green.all(-1)[12:18, 15:25].any()  # the ROI's interior keeps the heatmap
+    assert _run_cli(argv) == 0, capsys.readouterr().err  # captioned: both outlines
+    record = json.loads((out_dir / "a_rgb.json").read_text())
+    assert "radiologist's mask (the ROI's source)" in record["gradcam_caption"]
+    assert "ROI the model used" in record["gradcam_caption"]
+    with Image.open(out_dir / record["gradcam_overlay"]) as picture:
+        right = np.asarray(picture.convert("RGB").crop(overlay.panel_boxes((40, 30))[1]))
+    assert (right == overlay.MASK_COLOUR).all(-1).any()
+    assert (right == overlay.OUTLINE_COLOUR).all(-1).any()
 
 
 def test_predict_cli_no_mask_signature_ignores_the_mask(server, images, tmp_path, capsys):

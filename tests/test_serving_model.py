@@ -13,6 +13,7 @@ from PIL import Image
 
 from lesionlens.cli import main
 from modules import contract as C
+from serving import overlay
 from serving.client import GrpcClient, RestClient
 from serving.dev.server import serve
 from serving.errors import InvalidRequestError
@@ -57,7 +58,9 @@ def test_predict_cli_writes_overlays_at_original_size(server, tmp_path, capsys):
     stem = os.path.splitext(first)[0]
     resp = json.loads((out / f"{stem}.json").read_text())
     assert resp["gradcam_overlay"] == f"{stem}_{resp['class_name']}_gradcam.png"
-    assert Image.open(out / resp["gradcam_overlay"]).size == Image.open(folder / first).size
+    with Image.open(out / resp["gradcam_overlay"]) as drawn, Image.open(folder / first) as image:
+        left = drawn.crop(overlay.panel_boxes(image.size)[0])  # the original, full size
+        assert np.array_equal(np.asarray(left), overlay.to_rgb(image))
     assert np.array(resp["gradcam"]).shape == (2, 2)
     assert abs(sum(resp["probabilities"]) - 1) < 1e-5
     if resp["mask"]:
