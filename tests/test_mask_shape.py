@@ -227,8 +227,9 @@ def test_the_run_summary_prints_the_rule_under_the_oracle():
 
 
 def test_the_card_states_the_rule_beside_the_oracle_table():
-    from modules.model_card.card import build_card, render_markdown
     from test_model_card import INFO, INTERVALS
+
+    from modules.model_card.card import build_card, render_markdown
 
     card = build_card(INFO, {**INTERVALS, "mask_shape_rule": RULE}, None, None, {}, "1")
     assert card["test_metrics"]["mask_shape_rule"]["oracle"]["metrics"]["auc"] == 0.969
@@ -240,3 +241,43 @@ def test_the_card_states_the_rule_beside_the_oracle_table():
     assert "| segmenter's outline, 24 px (deployable) | 96 | 0.812 [0.72, 0.89]" in text
     plain = build_card(INFO, INTERVALS, None, None, {}, "1")
     assert "mask's shape alone" not in render_markdown(plain)
+
+
+def _run(labels: np.ndarray, scores: np.ndarray, ids: list[str]) -> dict:
+    """A report result (lesionlens.report.run_variant.collect) holding only the rule."""
+    from modules.intervals.bootstrap import bootstrap_slices, rate_metrics
+
+    own = bootstrap_slices(labels, (scores,), rate_metrics, {}, [], 1000, 42, 0.95)["overall"]
+    per_image = {"image_id": ids, "label": labels.tolist()}
+    return {
+        "variant": {"seed": 42},
+        "results": {
+            "mask_shape_rule": {"oracle": own},
+            "per_image": {**per_image, "mask_shape_rule": {"oracle": scores.tolist()}},
+        },
+    }
+
+
+def test_the_report_states_the_rule_with_the_interval_of_its_mean_over_seeds():
+    """One seed: the run's own interval; the same answers in another image order under a
+    second seed: the same interval; the line beside the ORACLE table says it."""
+    from lesionlens.report.render import _shape_rule_lines
+    from lesionlens.report.seeds import shape_rule_intervals
+
+    rng = np.random.default_rng(5)
+    labels = np.array([0] * 30 + [1] * 14)
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
+    ids = [f"img{i:02d}" for i in range(len(labels))]
+    one = _run(labels, scores, ids)
+    own = one["results"]["mask_shape_rule"]["oracle"]
+    alone = shape_rule_intervals([one], 1000, 42, 0.95)["oracle"]
+    for metric in ("auc", "recall", "specificity", "binary_accuracy"):
+        assert alone[metric] == pytest.approx(tuple(own["intervals"][metric]), abs=1e-12)
+    again = _run(labels[::-1], scores[::-1], ids[::-1])
+    assert shape_rule_intervals([one, again], 1000, 42, 0.95)["oracle"] == alone
+    (line,) = _shape_rule_lines({"ROI on, SMOTE on": [one, again]})
+    lo, hi = alone["auc"]
+    auc = own["metrics"]["auc"]
+    assert line.startswith("- ROI on, SMOTE on: radiologist's outline (ORACLE): AUC ")
+    assert f"AUC {auc:.3f} ± 0.000 [{lo:.2f}, {hi:.2f}]" in line
+    assert _shape_rule_lines({"ROI off": [{"variant": {"seed": 42}, "results": {}}]}) == []

@@ -14,7 +14,7 @@ import numpy as np
 
 from lesionlens.report import plots
 from lesionlens.report.grid import CLASS_NAMES, PAPER, PAPER_SECONDS, Variant
-from lesionlens.report.seeds import mean_intervals, rule_intervals
+from lesionlens.report.seeds import mean_intervals, rule_intervals, shape_rule_intervals
 from pipeline.config import PipelineConfig
 
 # (label, binary metric key, three-class metric key, paper key)
@@ -122,6 +122,49 @@ def _shortcut_lines(rows: plots.Rows) -> list[str]:
     return lines
 
 
+_SHAPE_RULE = (  # (entry of `mask_shape_rule`, label)
+    ("oracle", "radiologist's outline (ORACLE)"),
+    ("oracle_24px", "the same at the served 24 px (ORACLE)"),
+    ("predicted", "segmenter's outline (deployable)"),
+)
+
+
+def _shape_rule_lines(rows: plots.Rows) -> list[str]:
+    """Per row: the no-pixel mask-shape rule's test AUC, sensitivity and specificity
+    (malignant against the rest) on each outline the runs scored it on, mean over seeds
+    with the interval of that mean."""
+    lines = []
+    for row, results in rows.items():
+        found = [r["results"].get("mask_shape_rule") for r in results]
+        found = [f for f in found if f]
+        if not found:
+            continue
+        intervals = shape_rule_intervals(
+            results,
+            PipelineConfig.interval_resamples,
+            results[0]["variant"]["seed"],
+            PipelineConfig.interval_level,
+        )
+        parts = []
+        for key, label in _SHAPE_RULE:
+            entries = [f[key] for f in found if key in f]
+            if entries:
+                cells = [
+                    f"{name} "
+                    + _cell(
+                        [e["metrics"][metric] for e in entries], intervals.get(key, {}).get(metric)
+                    )
+                    for name, metric in (
+                        ("AUC", "auc"),
+                        ("sensitivity", "recall"),
+                        ("specificity", "specificity"),
+                    )
+                ]
+                parts.append(f"{label}: " + ", ".join(cells))
+        lines.append(f"- {row}: " + "; ".join(parts))
+    return lines
+
+
 def _gallery(rows: plots.Rows, out: str, slug: str) -> list[str]:
     """The first seed's gallery of the first row that has one, copied into the report."""
     for row, results in rows.items():
@@ -213,6 +256,16 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         lines += metric_table(rows, classes, oracle=False)
         lines += ["**With the radiologist's mask of each test image (ORACLE)**", ""]
         lines += metric_table(rows, classes, oracle=True)
+        if shape := _shape_rule_lines(rows):
+            lines += [
+                "The mask's shape alone, no pixel of the image (a logistic regression on five "
+                "shape numbers of the mask, fitted on the train split's masks, threshold "
+                "chosen on eval as the model's; malignant against the rest): where it comes "
+                "close to the ORACLE, the mask hands the model its answer.",
+                "",
+                *shape,
+                "",
+            ]
         if classes == 3:
             lines += (
                 [

@@ -97,3 +97,30 @@ def rule_intervals(
         called = [c[name] for c in calls]
         out[("shortcuts", name)] = _accuracy_interval(labels, called, draws, level)
     return out
+
+
+def shape_rule_intervals(
+    results: list[dict], resamples: int, seed: int, level: float
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """{entry of `mask_shape_rule` (oracle, oracle_24px, predicted): {binary metric: (lower,
+    upper)}} of the mean over the runs of one row, from each run's per-image decision
+    scores of the rule (above 0.5 = called malignant), resampled as `mean_intervals` does."""
+    runs = [r["results"].get("per_image", {}) for r in results]
+    runs = [p for p in runs if "mask_shape_rule" in p]
+    if not runs:
+        return {}
+    order = runs[0]["image_id"]
+    labels = np.asarray(runs[0]["label"])
+    draws = stratified_draws(labels, resamples, seed)
+    out = {}
+    for entry in sorted(set.intersection(*(set(p["mask_shape_rule"]) for p in runs))):
+        per_seed = []
+        for p in runs:
+            where = {image_id: i for i, image_id in enumerate(p["image_id"])}
+            if sorted(where) != sorted(order):
+                raise ValueError("the runs of a row were tested on different images")
+            scores = np.asarray(p["mask_shape_rule"][entry])[[where[i] for i in order]]
+            per_seed.append(rate_metrics(labels[draws], scores[draws]))
+        mean = {k: np.mean([s[k] for s in per_seed], axis=0) for k in per_seed[0]}
+        out[entry] = percentile_intervals(mean, level)
+    return out

@@ -288,7 +288,7 @@ def mask_shape_report(
             **reduced["predicted"],
         }
         scores.update(more)
-    return report, {name: s.round(6).tolist() for name, s in scores.items()}
+    return report, {name: s.tolist() for name, s in scores.items()}
 
 
 @tfx.dsl.components.component
