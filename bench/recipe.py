@@ -9,7 +9,10 @@ one whole pipeline run each.
 A setting is `name:field=value,...` over `PipelineConfig` fields, applied to the profile, so
 the winner becomes a profile change, not new code. Per run it prints eval and test AUC,
 test sensitivity and specificity at the threshold chosen on eval (the exported rule), the
-kept epoch and the training time; per setting the mean and sd over seeds. The images are
+kept epoch and the training time; per setting the mean and sd over seeds. `--mirror` adds
+the same trained model answered on the mean of the logits of each image and its left-right
+mirror (`mirror_tta`; its threshold fitted on eval likewise): eval and test AUC, test
+sensitivity and specificity. The images are
 what the run's Trainer trained on (whole images with ROI off; with ROI on, the ROI of that
 run's `train_roi`), so with ROI off every figure is deployable (no mask needed).
 """
@@ -17,6 +20,7 @@ run's `train_roi`), so with ROI off every figure is deployable (no mask needed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import logging
@@ -29,13 +33,15 @@ from sklearn.metrics import roc_auc_score
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 before TensorFlow (DESIGN-BRIEF)
 
-import tf_keras as keras  # noqa: E402
-
 from modules import calibration  # noqa: E402
 from modules import contract as C  # noqa: E402
-from modules import model as M  # noqa: E402
 from modules.options import OperatingPoint  # noqa: E402
-from modules.trainer import fit_decision, input_dataset, train_classifier  # noqa: E402
+from modules.trainer import (
+    dataset_logits,
+    fit_decision,
+    input_dataset,
+    train_classifier,
+)
 from pipeline.config import profile  # noqa: E402
 from pipeline.pipeline import trainer_options  # noqa: E402
 
@@ -69,25 +75,22 @@ def parse_setting(text: str) -> tuple[str, dict]:
     return name or "profile", changes
 
 
-def score_run(opts, examples: str) -> dict:
+def score_run(opts, examples: str, mirror: bool = False) -> dict:
     split = lambda s: [os.path.join(examples, f"Split-{s}", "*.gz")]  # noqa: E731
     t0 = time.time()
     fit, eval_ds = train_classifier(opts, split(C.TRAIN), split(C.EVAL))
     decision, report = fit_decision(fit.model, eval_ds, opts)
-    logits_model = keras.Model(fit.model.inputs, fit.model.get_layer(M.LOGITS_LAYER).output)
 
-    def scores(ds):
-        logits, labels = [], []
-        for images, batch_labels in ds:
-            logits.append(logits_model(images, training=False).numpy())
-            labels.append(batch_labels.numpy())
-        logits, labels = np.concatenate(logits), np.concatenate(labels)
+    def scores(ds, decision=decision):  # as served: mirror-averaged with decision.mirror_tta
+        logits, labels = dataset_logits(fit.model, ds, decision.mirror_tta)
         positive = calibration.calibrated_positive(logits, decision.temperature, C.POSITIVE_LABEL)
         return positive, labels == C.POSITIVE_LABEL
 
-    positive, truth = scores(input_dataset(split(C.TEST), opts.image_size, opts.batch_size))
+    test_ds = input_dataset(split(C.TEST), opts.image_size, opts.batch_size)
+    positive, truth = scores(test_ds)
     called = positive >= decision.threshold
     eval_positive, eval_truth = scores(eval_ds)
+    mirrored = mirror_figures(fit.model, opts, eval_ds, scores, test_ds) if mirror else {}
     methods = {}
     for method in calibration.THRESHOLD_METHODS:
         t = calibration.robust_threshold(
@@ -115,10 +118,26 @@ def score_run(opts, examples: str) -> dict:
         "kept_epoch": fit.kept_epoch,
         "train_seconds": round(fit.train_seconds, 1),
         "seconds": round(time.time() - t0, 1),
+        **mirrored,
+    }
+
+
+def mirror_figures(model, opts, eval_ds, scores, test_ds) -> dict:
+    """The same trained model with mirror test-time averaging: decision refitted on eval."""
+    decision, _ = fit_decision(model, eval_ds, dataclasses.replace(opts, mirror_tta=True))
+    eval_positive, eval_truth = scores(eval_ds, decision)
+    positive, truth = scores(test_ds, decision)
+    called = positive >= decision.threshold
+    return {
+        "mirror_eval_auc": float(roc_auc_score(eval_truth, eval_positive)),
+        "mirror_test_auc": float(roc_auc_score(truth, positive)),
+        "mirror_test_sens": float(called[truth].mean()),
+        "mirror_test_spec": float((~called)[~truth].mean()),
     }
 
 
 COLUMNS = ("eval_auc", "test_auc", "test_sensitivity", "test_specificity", "train_seconds")
+MIRROR_COLUMNS = ("mirror_eval_auc", "mirror_test_auc", "mirror_test_sens", "mirror_test_spec")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,22 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="42,43,44")
     p.add_argument("--setting", action="append", default=[], metavar="NAME:FIELD=VALUE,...")
     p.add_argument("--json", help="write every run's figures here (JSON lines)")
+    p.add_argument(
+        "--mirror",
+        action="store_true",
+        help="also score each trained model with mirror test-time averaging (mirror_* columns)",
+    )
     args = p.parse_args(argv)
+    columns = COLUMNS + MIRROR_COLUMNS if args.mirror else COLUMNS
     logging.basicConfig(level=logging.INFO, format="[%(module)s] %(message)s")
     examples = run_examples(args.output_root)
     settings = [parse_setting(s) for s in args.setting] or [("profile", {})]
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"[recipe] examples {examples}; {len(settings)} settings x {len(seeds)} seeds")
-    header = f"{'setting':<24} {'seed':>4} " + " ".join(f"{c:>16}" for c in COLUMNS)
+    header = f"{'setting':<24} {'seed':>4} " + " ".join(f"{c:>16}" for c in columns)
     print(header, flush=True)
     results: dict[str, list[dict]] = {}
     for name, changes in settings:
         for seed in seeds:
             cfg = profile(args.profile, **changes, seed=seed)
-            row = score_run(trainer_options(cfg, code=""), examples)
+            row = score_run(trainer_options(cfg, code=""), examples, args.mirror)
             row.update(setting=name, seed=seed, changes=changes)
             results.setdefault(name, []).append(row)
-            cells = " ".join(f"{row[c]:>16.3f}" for c in COLUMNS)
+            cells = " ".join(f"{row[c]:>16.3f}" for c in columns)
             print(f"{name:<24} {seed:>4} {cells}", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
@@ -159,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n[recipe] mean ± sd over seeds")
     for name, rows in results.items():
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             values = np.array([r[c] for r in rows], dtype=float)
             cells.append(
                 f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"

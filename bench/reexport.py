@@ -29,8 +29,9 @@ from modules import contract as C  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 
 
-def reexport(run: str, out: str) -> str:
-    """Writes OUT/1 (a SavedModel with the run's weights and this code's signatures)."""
+def reexport(run: str, out: str, mirror_tta: bool | None = None) -> str:
+    """Writes OUT/1 (a SavedModel with the run's weights and this code's signatures);
+    `mirror_tta` True / False overrides the run's (the decision stays the run's)."""
     import tensorflow_transform as tft
     import tf_keras as keras
 
@@ -45,6 +46,9 @@ def reexport(run: str, out: str) -> str:
         info = json.load(f)
     fields = [f.name for f in dataclasses.fields(TrainerOptions)]
     opts = TrainerOptions(**{name: info.get(name, "") for name in fields})
+    if mirror_tta is not None:
+        opts = dataclasses.replace(opts, mirror_tta=mirror_tta)
+        info["mirror_tta"] = mirror_tta
     tfx_root = os.path.join(run, "tfx", names.pipeline_name)
     segmenter = None
     if opts.segmenter_size:
@@ -71,8 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="pipeline output folder (serving/ and tfx/)")
     p.add_argument("--out", required=True, help="model base folder to write (OUT/1)")
+    p.add_argument(
+        "--mirror-tta",
+        action=argparse.BooleanOptionalAction,
+        help="export with (or without) mirror test-time averaging; default: as the run was",
+    )
     args = p.parse_args(argv)
-    print(f"re-exported {reexport(args.run, args.out)}")
+    print(f"re-exported {reexport(args.run, args.out, args.mirror_tta)}")
     return 0
 
 

@@ -59,10 +59,14 @@ class Decision:
     """How logits become the served answer: calibrated probabilities softmax(logits / T);
     `class_id` is the positive class when P(positive) >= threshold, else the likelier of the
     other classes (with two classes: the negative one). With three classes the malignant
-    call therefore keeps the operating point chosen for it, e.g. sensitivity >= 0.95."""
+    call therefore keeps the operating point chosen for it, e.g. sensitivity >= 0.95.
+
+    mirror_tta: the logits are the mean of the image's and its left-right mirror's (both in
+    one batch), so an image and its mirror get bitwise the same answer (`mirror_logits`)."""
 
     temperature: float
     threshold: float
+    mirror_tta: bool = False
 
 
 UNCALIBRATED = Decision(temperature=1.0, threshold=0.5)
@@ -75,23 +79,57 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor, decision: Decision) ->
     w.r.t. the last conv feature map; channel weights = spatial mean of the gradients; ReLU of
     the weighted channel sum; divided by its per-image max (all-zero maps stay zero). Examples
     are independent at inference, so one gradient of the summed scores is per-example exact.
+
+    With `decision.mirror_tta` the score is the decided class's mirror-averaged logit and its
+    feature maps are the image's and its mirror's: each map's weighted channel sum (the
+    mirror's flipped back) is added before the ReLU, i.e. Grad-CAM over both maps' channels in
+    the image's coordinates; an image's mirror therefore gets the mirrored map.
     """
-    fmap = cam.backbone(images, training=False)
+    mirror = decision.mirror_tta
+    fmap = cam.backbone(_with_mirrors(images) if mirror else images, training=False)
     with tf.GradientTape() as tape:
         tape.watch(fmap)
         logits = cam.logits(cam.pool(fmap))
+        if mirror:
+            logits = _mirror_mean(logits)
         outputs = _class_outputs(logits, decision)
         score = tf.gather(logits, outputs[C.CLASS_ID], batch_dims=1)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=[1, 2])
-    heat = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights))
+    heat = tf.einsum("bhwk,bk->bhw", fmap, weights)
+    if mirror:
+        own, mirrored = tf.split(heat, 2, axis=0)
+        heat = own + tf.reverse(mirrored, axis=[2])  # the mirror's map flipped back
+    heat = tf.nn.relu(heat)
     heat = heat / (tf.reduce_max(heat, axis=[1, 2], keepdims=True) + EPSILON)
     return {**outputs, C.GRADCAM: heat}
 
 
 def predict_only(cam: GradCam, images: tf.Tensor, decision: Decision) -> dict:
-    logits = cam.logits(cam.pool(cam.backbone(images, training=False)))
-    return _class_outputs(logits, decision)
+    logits_of = lambda x: cam.logits(cam.pool(cam.backbone(x, training=False)))  # noqa: E731
+    return _class_outputs(mirror_logits(logits_of, images, decision.mirror_tta), decision)
+
+
+def mirror_logits(logits_of, images: tf.Tensor, mirror: bool) -> tf.Tensor:
+    """`logits_of(images)`; with `mirror`, the mean of the logits of each image and of its
+    left-right mirror, computed in one batch (the same kernels for both halves) and combined
+    symmetrically, so an image and its mirror get bitwise equal logits. What the served graph,
+    the eval-split fit of the decision and bench/recipe.py compute."""
+    if not mirror:
+        return logits_of(images)
+    return _mirror_mean(logits_of(_with_mirrors(images)))
+
+
+def _with_mirrors(images: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, C] -> [2B, H, W, C]: the images, then their left-right mirrors."""
+    return tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
+
+
+def _mirror_mean(x: tf.Tensor) -> tf.Tensor:
+    """[2B, ...] from `_with_mirrors` -> [B, ...]: (own + mirror) / 2, which is symmetric in
+    the two halves (float addition commutes)."""
+    own, mirrored = tf.split(x, 2, axis=0)
+    return (own + mirrored) * 0.5
 
 
 def _class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor]:

@@ -73,6 +73,7 @@ class TrainerOptions:
     operating_point: str  # an OperatingPoint value
     operating_target: float  # the sensitivity or specificity it must reach on eval
     threshold_method: str  # modules.calibration.THRESHOLD_METHODS
+    mirror_tta: bool  # served logits = mean of the image's and its left-right mirror's
     train_roi: str  # a TrainRoi value
     segmenter_size: int  # 0 when there is no segmenter (ROI off)
     roi_threshold: float  # RoiPostprocess fields, see modules/segmenter/network.py

@@ -54,14 +54,24 @@ def input_dataset(
     return ds.prefetch(AUTOTUNE)
 
 
-def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOptions):
-    """Temperature and operating threshold fitted on the eval split; with a report of both."""
+def dataset_logits(
+    model: keras.Model, ds: tf.data.Dataset, mirror_tta: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of every batch of `ds`: the logits the served graph computes (mean
+    over the image and its left-right mirror with `mirror_tta`)."""
     logits_model = keras.Model(model.inputs, model.get_layer(M.LOGITS_LAYER).output)
+    logits_of = lambda x: logits_model(x, training=False)  # noqa: E731
     logits, labels = [], []
-    for images, batch_labels in eval_ds:
-        logits.append(logits_model(images, training=False).numpy())
+    for images, batch_labels in ds:
+        logits.append(M.mirror_logits(logits_of, images, mirror_tta).numpy())
         labels.append(batch_labels.numpy())
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOptions):
+    """Temperature and operating threshold fitted on the eval split (on the served logits:
+    mirror-averaged with `mirror_tta`); with a report of both."""
+    logits, labels = dataset_logits(model, eval_ds, opts.mirror_tta)
     temperature = calibration.fit_temperature(logits, labels) if opts.calibrate else 1.0
     positive = calibration.calibrated_positive(logits, temperature, C.POSITIVE_LABEL)
     is_positive = (labels == C.POSITIVE_LABEL).astype(int)
@@ -96,7 +106,8 @@ def fit_decision(model: keras.Model, eval_ds: tf.data.Dataset, opts: TrainerOpti
         report["eval_ece_before"],
         report["eval_ece_after"],
     )
-    return M.Decision(temperature=temperature, threshold=threshold), report
+    decision = M.Decision(temperature=temperature, threshold=threshold, mirror_tta=opts.mirror_tta)
+    return decision, report
 
 
 def _serving_signatures(
@@ -108,7 +119,8 @@ def _serving_signatures(
 ) -> dict[str, Any]:
     """Signatures exported with the model. All share one graph path: parse -> Transform graph
     (or the same `prepare_images` for raw bytes) -> ROI (given, or the segmenter's) ->
-    classifier -> Grad-CAM."""
+    classifier (mirror-averaged with `opts.mirror_tta`) -> Grad-CAM."""
+    decision = dataclasses.replace(decision, mirror_tta=opts.mirror_tta)
     model.tft_layer = tf_transform_output.transform_features_layer()
     if segmenter is not None:
         model.segmenter = segmenter  # tracked, so its variables are saved with the model

@@ -151,6 +151,11 @@ class PipelineConfig:
     # the eval images as they are), "bootstrap" (its median over stratified resamples) or
     # "logit_normal" (the target quantile of a normal fitted to the class's logits).
     threshold_method: str = "empirical"
+    # Mirror test-time averaging in the served graph: the logits are the mean of the image's
+    # and its left-right mirror's (one batch of both), so a patient's image flipped left-right
+    # gets bitwise the same answer and the mirrored Grad-CAM; T and the threshold are fitted on
+    # those averaged logits. Costs a second classifier pass (README, Serving: Decisions).
+    mirror_tta: bool = False
     # TFMA: lower bounds on the test split, overall and for every slice of the named features.
     thresholds: dict[str, float] = field(
         default_factory=lambda: {"binary_accuracy": 0.5, "auc": 0.5}

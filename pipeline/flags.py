@@ -85,6 +85,12 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         help="how the operating threshold is read off the eval split",
     )
     p.add_argument(
+        "--mirror-tta",
+        action=argparse.BooleanOptionalAction,
+        help="serve the mean of the logits of the image and of its left-right mirror (a "
+        "flipped image gets the same answer; a second classifier pass)",
+    )
+    p.add_argument(
         "--roi",
         action=argparse.BooleanOptionalAction,
         help="lesion ROI: the radiologist's mask or, without one, the pipeline's segmenter "
@@ -151,6 +157,8 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
     overrides = {k: v for k, v in knobs.items() if v is not None}
     if args.roi is not None:
         overrides["roi"] = args.roi
+    if args.mirror_tta is not None:
+        overrides["mirror_tta"] = args.mirror_tta
     if args.no_cache:
         overrides["enable_cache"] = False
     cfg = profile(args.profile, **overrides)

@@ -202,6 +202,7 @@ def trainer_options(cfg: PipelineConfig, code: str) -> TrainerOptions:
         operating_point=cfg.operating_point.value,
         operating_target=cfg.operating_target,
         threshold_method=cfg.threshold_method,
+        mirror_tta=cfg.mirror_tta,
         train_roi=cfg.train_roi.value,
         segmenter_size=cfg.active_segmenter_size,
         **_roi_postprocess(cfg),

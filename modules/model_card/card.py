@@ -82,6 +82,11 @@ def _recipe_line(recipe: dict | None, kept: int | None) -> str:
     return "; ".join(parts)
 
 
+_MIRROR_TTA = (
+    ", answered on the mean of the logits of the image and of its left-right mirror (a "
+    "flipped image gets the same answer and the mirrored Grad-CAM)"
+)
+
 _BACKBONE_NAMES = {
     "efficientnetv2b0": "EfficientNetV2B0",
     "efficientnet-lite0": "EfficientNet-Lite0",
@@ -141,6 +146,7 @@ def build_card(
             "version": model_version,
             "classes": info.get("classes"),
             "image_size": info.get("image_size"),
+            "mirror_tta": bool(info.get("mirror_tta")),
             "weights": info.get("weights_source") or info.get("weights"),
             "recipe": info.get("recipe"),
             "kept_epoch": info.get("kept_epoch_index"),
@@ -302,7 +308,8 @@ def render_markdown(card: dict) -> str:
         "",
         "## Model",
         "",
-        f"- Classes: {', '.join(m['classes'] or [])}; input {m['image_size']} px; weights: "
+        f"- Classes: {', '.join(m['classes'] or [])}; input {m['image_size']} px"
+        f"{_MIRROR_TTA if m.get('mirror_tta') else ''}; weights: "
         f"{m['weights']}; {m['epochs']} epochs, seed {m['seed']}, trained in "
         f"{m['train_seconds']} s.",
         f"- Recipe: {_recipe_line(m.get('recipe'), m.get('kept_epoch'))}.",
