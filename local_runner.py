@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT needs Keras 2; before TF is imported
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -20,31 +21,10 @@ import time  # noqa: E402
 from modules import contract as C  # noqa: E402
 from pipeline.config import DEMO_DATA, PipelineConfig  # noqa: E402
 from pipeline.flags import add_model_flags, config_from_flags  # noqa: E402
+from pipeline.local import metadata_connection, run_pipeline  # noqa: E402
 
 DEMO_RAW = os.path.join("demo_data", "busi")
 log = logging.getLogger("lesionlens")
-
-
-def metadata_connection(cfg: PipelineConfig):
-    """MLMD in sqlite under the output root: this runner's choice, not the pipeline's."""
-    from tfx import v1 as tfx
-
-    path = os.path.join(cfg.output_root, "tfx", "metadata.sqlite")
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(path)
-
-
-def run_pipeline(cfg: PipelineConfig) -> None:
-    """One LocalDagRunner run of the pipeline with this runner's store and Beam options."""
-    from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
-
-    pipeline = create_pipeline(
-        cfg,
-        metadata_connection_config=metadata_connection(cfg),
-        beam_pipeline_args=list(cfg.beam_args),
-    )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
 def ensure_demo_data(records: str) -> None:

@@ -22,10 +22,9 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import os
+from modules.keras2 import use_keras2
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 before TensorFlow (DESIGN-BRIEF)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_keras2()  # before anything imports TensorFlow
 
 import argparse
 import io
@@ -36,29 +35,12 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from scipy import ndimage
 
 from bench.serving_latency import record_files, resolve_model_dir
+from lesionlens.pointing import score
 from modules import contract as C
-from serving.overlay import upsample
 
 BATCH = 16
-
-
-def score(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """One image: pointing-game hits (model and centre baseline), heat share, mask area, and
-    the peak's distance to the mask in feature-map cells (0 for a hit)."""
-    heat = upsample(heatmap, (mask.shape[1], mask.shape[0]))
-    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    total = float(heat.sum())
-    cell = (heatmap.shape[0] / mask.shape[0], heatmap.shape[1] / mask.shape[1])
-    return {
-        "hit": float(mask[peak]),
-        "miss_cells": float(ndimage.distance_transform_edt(~mask, sampling=cell)[peak]),
-        "centre_hit": float(mask[mask.shape[0] // 2, mask.shape[1] // 2]),
-        "heat_in_mask": float((heat * mask).sum() / total) if total > 0 else 0.0,
-        "area": float(mask.mean()),
-    }
 
 
 def _field(example: tf.train.Example, name: str):

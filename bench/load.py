@@ -24,10 +24,9 @@ Usage (from the repository root, with a pushed model, e.g. after `make demo`):
 
 from __future__ import annotations
 
-import os
+from modules.keras2 import use_keras2
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_keras2()  # before anything imports TensorFlow
 
 import argparse  # noqa: E402
 import io  # noqa: E402
@@ -43,12 +42,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.bombs import bomb_jpeg, bomb_png  # noqa: E402
 from bench.serving_latency import load_examples, resolve_model_dir  # noqa: E402
 from modules import contract as C  # noqa: E402
 from serving.client import GrpcClient  # noqa: E402
 from serving.dev.limits import Limits  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
+from tests.bombs import bomb_jpeg, bomb_png  # noqa: E402 - shared with the tests
 
 RETRY_FOR_S = 30.0
 

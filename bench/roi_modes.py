@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 import argparse  # noqa: E402
 import glob  # noqa: E402
@@ -46,7 +47,7 @@ VARIANTS = {
 
 
 def run_variant(data: str, out: str, variant: str, args: argparse.Namespace) -> dict:
-    import local_runner
+    from pipeline.local import metadata_connection, run_pipeline
     from pipeline.results import latest_results
 
     cfg = profile(
@@ -64,8 +65,8 @@ def run_variant(data: str, out: str, variant: str, args: argparse.Namespace) -> 
         **VARIANTS[variant],
     )
     t0 = time.time()
-    local_runner.run_pipeline(cfg)
-    res = latest_results(local_runner.metadata_connection(cfg))
+    run_pipeline(cfg)
+    res = latest_results(metadata_connection(cfg))
     res["wall_s"] = round(time.time() - t0)
     model_dir = res["pushed_destination"] or _latest_model(out)
     test = sorted(glob.glob(os.path.join(data, "test", "*.gz")))

@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-# Keras 2 (tf_keras) for the whole stack, set before TensorFlow is imported (DESIGN-BRIEF).
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 REPO_ROOT = Path.cwd()  # run from the repository root: out/ and demo_data/ live there
 

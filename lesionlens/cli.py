@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from modules.keras2 import use_keras2
 
-# tensorflow-transform needs Keras 2 (tf_keras); set before anything imports TensorFlow.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_keras2()  # before anything imports TensorFlow
 
 import argparse  # noqa: E402
 import sys  # noqa: E402

@@ -6,13 +6,7 @@
 - ``serving.rest_json``, ``serving.errors``: TF Serving's REST JSON and error statuses.
 
 ``serving.dev`` is the development stand-in server (``lesionlens serve-dev``), not for
-production. TensorFlow is only imported where tensors are built.
+production. TensorFlow is only imported where tensors are built; a process that builds
+them with the pushed model's Keras 2 calls ``modules.keras2.use_keras2()`` first (the
+``lesionlens`` command and ``python -m serving.dev`` do).
 """
-
-from __future__ import annotations
-
-import os
-
-# The pushed model is built with Keras 2 (tf_keras); keep every process that imports this
-# package on the same Keras before TensorFlow is first imported (see DESIGN-BRIEF).
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -4,13 +4,13 @@ and helpers to run and stop its commands."""
 
 import os
 
-# tensorflow-transform needs Keras 2: set before anything imports TensorFlow.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+from modules.keras2 import use_keras2
 
+use_keras2()  # before anything imports TensorFlow
+
+import contextlib  # noqa: E402
 import glob  # noqa: E402
 import queue  # noqa: E402
-import resource  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -18,14 +18,30 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from bombs import bomb_jpeg, bomb_png  # noqa: F401 - shared with the tests
 
-from bench.bombs import bomb_jpeg, bomb_png  # noqa: E402, F401 - shared with the tests
 from modules import contract as C  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Marked by the fixtures a test uses (both deselected by `make test-fast`): `pipeline` runs
+# the pipeline or the installed package, `slow` reads the real BUSI folder.
+PIPELINE_FIXTURES = {"installed", "demo_pipeline", "three_class_run"}
+SLOW_FIXTURES = {"busi_dir"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if PIPELINE_FIXTURES & used:
+            item.add_marker(pytest.mark.pipeline)
+        if SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -148,8 +164,8 @@ def demo_pipeline(installed, tmp_path_factory):
     records/../raw. Shared by the pipeline, export, serving and Grad-CAM tests (a run costs
     about two minutes).
     """
-    from local_runner import metadata_connection
     from pipeline.config import profile
+    from pipeline.local import metadata_connection
     from pipeline.results import latest_results
 
     _, env = installed
@@ -218,8 +234,8 @@ def _three_class_run_started(request, tmp_path_factory):
 def three_class_run(_three_class_run_started):
     """The paper's three-class setting on generated data (tests/test_three_classes.py,
     tests/test_report.py): (config, results, the run's output, its folder)."""
-    from local_runner import metadata_connection
     from pipeline.config import profile
+    from pipeline.local import metadata_connection
     from pipeline.results import latest_results
 
     root, proc = _three_class_run_started
@@ -263,6 +279,21 @@ def start_dev_server(argv: list[str], env: dict, cwd) -> tuple[object, list[str]
     return proc, seen
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM: kB there), in MB."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024
+
+
+@contextlib.contextmanager
+def peak_rss_growth() -> Iterator[Callable[[], float]]:
+    """How far this process's resident memory peaks above its level at the start of the
+    block, in MB: `with peak_rss_growth() as growth: ...; assert growth() < N`. The kernel's
+    high-water mark (VmHWM) is reset first (writing 5 to /proc/self/clear_refs), so a higher
+    peak of an earlier test cannot hide this block's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = _status_mb("VmRSS")
+    assert _status_mb("VmHWM") <= start + 64, "the high-water mark was not reset"
+    yield lambda: _status_mb("VmHWM") - start

@@ -13,9 +13,9 @@ an all-zero mask, as the real model answers. `predict_no_mask` ignores every req
 
 from __future__ import annotations
 
-import os
+from modules.keras2 import use_keras2
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+use_keras2()  # before anything imports TensorFlow
 
 from pathlib import Path  # noqa: E402
 

@@ -12,8 +12,8 @@ import tensorflow as tf
 from conftest import read_raw_examples
 from PIL import Image
 
-from local_runner import metadata_connection
 from modules import contract as C
+from pipeline.local import metadata_connection
 from pipeline.results import latest_results
 
 

@@ -47,8 +47,8 @@ def test_heatmap_peak_falls_in_the_evidence_region():
 
 
 def test_mask_agreement_scores_by_hand():
-    """bench/gradcam_vs_mask's per-image score on a map whose only hot cell is known."""
-    from bench.gradcam_vs_mask import score
+    """The pointing benchmark's per-image score on a map whose only hot cell is known."""
+    from lesionlens.pointing import score
 
     heatmap = np.zeros((10, 10), np.float32)
     heatmap[2, 7] = 1.0  # hot cell centred at (25, 75) on a 100x100 image

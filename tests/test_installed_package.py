@@ -10,7 +10,7 @@ from conftest import run_python, start_dev_server
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from local_runner import metadata_connection
+from pipeline.local import metadata_connection
 
 DONE = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
 

@@ -100,22 +100,35 @@ def test_direct_beam_and_extra_args():
 
 
 @pytest.mark.parametrize(
-    "change",
+    "change, message",
     [
-        {"--data-root": "out/busi/records"},  # a local path: no container sees it
-        {"--pipeline-root": "/tmp/x"},
-        {"--image": ""},
-        {"--weights": "gs://bucket-1/efficientnetv2-b0_notop.h5"},
+        (  # a local path: no container sees it
+            {"--data-root": "out/busi/records"},
+            "error: --data-root must be a gs:// path (the containers cannot see this "
+            "machine's files), got 'out/busi/records'",
+        ),
+        (
+            {"--pipeline-root": "/tmp/x"},
+            "error: --pipeline-root must be a gs:// path (the containers cannot see this "
+            "machine's files), got '/tmp/x'",
+        ),
+        ({"--image": ""}, "error: missing --image (or $LESIONLENS_IMAGE)"),
+        (
+            {"--weights": "gs://bucket-1/efficientnetv2-b0_notop.h5"},
+            "error: --weights: the Trainer reads a weights file from the image's filesystem; "
+            "COPY it into the image and pass that path there, or use imagenet / none",
+        ),
     ],
 )
-def test_refuses_what_cannot_run_on_vertex(change, monkeypatch, capsys):
+def test_refuses_what_cannot_run_on_vertex(change, message, monkeypatch, capsys):
     for name in runner.REQUIRED:
         monkeypatch.delenv(runner._env_name(name), raising=False)
     argv = [a for a in ARGV if a.split("=")[0] not in change]
     argv += [f"{k}={v}" for k, v in change.items()]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         runner.parse_args(argv)
-    assert "error" in capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
 
 
 def test_flags_fall_back_to_environment(monkeypatch):

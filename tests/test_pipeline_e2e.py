@@ -11,8 +11,8 @@ from conftest import DEMO_RUN, read_raw_examples, run_python
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from local_runner import metadata_connection
 from modules import contract as C
+from pipeline.local import metadata_connection
 from pipeline.results import format_metrics, latest_results
 
 COMPONENTS = [

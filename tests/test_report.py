@@ -9,6 +9,7 @@ import pytest
 
 from lesionlens.report import grid, render, run_variant
 from lesionlens.report.grid import Variant
+from modules import contract as C
 
 
 def test_grid_is_the_papers_ablation_with_seeds_outermost():
@@ -76,12 +77,36 @@ def test_report_figures_are_real_pngs(report):
             png = out / "report" / f"{name}_{setting}.png"
             assert f"]({png.name})" in text
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    gallery = [g for r in results for g in r["gallery"]]
-    for item in gallery:
-        assert item["kind"] in ("true positive", "false negative", "false positive")
+    for result in results:
+        check_gallery(result, out)
     copied = list((out / "report").glob("gallery_*.png"))
-    assert len(copied) == text.count("P(malignant)")
+    assert len(copied) == sum(len(r["gallery"]) for r in results) == text.count("P(malignant)")
     assert all(r["inference_s_per_image"] > 0 for r in results)
+
+
+def _kind(label: int, called: int) -> str | None:
+    if label == C.POSITIVE_LABEL:
+        return "true positive" if called == C.POSITIVE_LABEL else "false negative"
+    return "false positive" if called == C.POSITIVE_LABEL else None
+
+
+def check_gallery(result: dict, out) -> None:
+    """The run's Grad-CAM gallery: per kind, the first images of that kind by the run's own
+    answers without a mask (every test split here has malignant images, so it is never
+    empty), each drawn as a PNG in the run's folder."""
+    per_image = result["results"]["per_image"]
+    answers = (per_image["image_id"], per_image["label"], per_image["deployable"][C.CLASS_ID])
+    expected: dict[str, list[str]] = {}
+    for image_id, label, called in zip(*answers, strict=True):
+        kind = _kind(label, called)
+        if kind and len(expected.setdefault(kind, [])) < run_variant.GALLERY_PER_KIND:
+            expected[kind].append(image_id)
+    got: dict[str, list[str]] = {}
+    for item in result["gallery"]:
+        got.setdefault(item["kind"], []).append(item["image_id"])
+        png = out / "runs" / Variant(**result["variant"]).name / "gallery" / item["file"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert result["gallery"] and got == expected
 
 
 def test_finished_only_renders_what_has_run_and_runs_nothing(report, capsys):

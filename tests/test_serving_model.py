@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import bomb_jpeg, bomb_png, peak_rss_mb
+from conftest import bomb_jpeg, bomb_png, peak_rss_growth
 from PIL import Image
 
 from lesionlens.cli import main
@@ -131,21 +131,21 @@ def test_every_signature_rejects_a_bomb_by_its_header_and_survives_four_at_once(
     by far less than one decoded bomb, 1.2 GB); four at once leave it answering."""
     handle, raw = server
     bomb = make_bomb()
-    before = peak_rss_mb()
     limit = "20000x20000 pixels, above the pixel budget of 16000000"
-    for signature in ("predict_images", "serving_default", "predict_only", "predict_no_mask"):
-        client = GrpcClient(handle.grpc_target, "lesionlens", signature=signature)
-        with pytest.raises(InvalidRequestError, match=limit):
-            client.predict_images([bomb], [b""])
     image = (raw / "benign" / "benign (1).png").read_bytes()
-    client = GrpcClient(handle.grpc_target, "lesionlens", signature="predict_images")
-    with pytest.raises(InvalidRequestError, match="mask size differs"):
-        client.predict_images([image], [bomb])
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        errors = list(pool.map(lambda _: _error_of(client, bomb), range(4)))
+    with peak_rss_growth() as growth:  # the server runs in this process
+        for signature in ("predict_images", "serving_default", "predict_only", "predict_no_mask"):
+            client = GrpcClient(handle.grpc_target, "lesionlens", signature=signature)
+            with pytest.raises(InvalidRequestError, match=limit):
+                client.predict_images([bomb], [b""])
+        client = GrpcClient(handle.grpc_target, "lesionlens", signature="predict_images")
+        with pytest.raises(InvalidRequestError, match="mask size differs"):
+            client.predict_images([image], [bomb])
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            errors = list(pool.map(lambda _: _error_of(client, bomb), range(4)))
+    assert growth() < 300  # one decoded bomb: 1200 MB
     assert all(isinstance(e, InvalidRequestError) for e in errors), errors
     assert client.predict_images([image])["probabilities"].shape == (1, 2)
-    assert peak_rss_mb() - before < 300
 
 
 def _error_of(client, bomb: bytes) -> Exception | None:

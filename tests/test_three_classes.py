@@ -14,8 +14,8 @@ import tensorflow_model_analysis as tfma
 from conftest import THREE_CLASS_RUN, THREE_CLASSES, read_raw_examples
 from ml_metadata import metadata_store
 
-from local_runner import metadata_connection
 from modules import contract as C
+from pipeline.local import metadata_connection
 
 
 def test_records_and_config_must_agree_on_the_classes(three_class_run, installed):

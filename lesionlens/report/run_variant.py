@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 import dataclasses  # noqa: E402
 import io  # noqa: E402
@@ -134,8 +135,8 @@ def collect(cfg, variant: Variant, wall_s: float, folder: str) -> dict:
     import tensorflow as tf
     from tfx.utils import path_utils
 
-    from local_runner import metadata_connection
     from modules.split_records import read_split
+    from pipeline.local import metadata_connection
     from pipeline.results import latest_results
 
     res = latest_results(metadata_connection(cfg))
@@ -171,10 +172,10 @@ def main(argv: list[str]) -> int:
     if reused:
         print(f"[report] {variant.name}: the segmenter of its SMOTE sibling, {reused}", flush=True)
         cfg = cfg.replace(segmenter_model=reused)
-    import local_runner
+    from pipeline.local import run_pipeline
 
     t0 = time.time()
-    local_runner.run_pipeline(cfg)
+    run_pipeline(cfg)
     path = result_path(out, variant)
     result = collect(cfg, variant, time.time() - t0, os.path.dirname(path))
     with open(path + ".tmp", "w") as f:

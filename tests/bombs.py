@@ -1,5 +1,5 @@
-"""Decompression bombs for the abuse benchmark and the tests: tiny files whose headers claim
-huge images (what a hostile client sends to exhaust a server's memory)."""
+"""Decompression bombs for the tests and the abuse benchmark (bench/load.py): tiny files whose
+headers claim huge images (what a hostile client sends to exhaust a server's memory)."""
 
 from __future__ import annotations
 
