@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 import argparse
 import io
