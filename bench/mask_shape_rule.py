@@ -2,14 +2,17 @@
 on an ingested records folder, without training anything.
 
     python -m bench.mask_shape_rule RECORDS [--model SERVING_MODEL_DIR] [--profile busi-cpu]
+        [--segmenter-size N] [--json FILE]
 
 Fits the rule on the train split's masks, chooses its threshold on eval with the profile's
 operating point, and prints its test AUC, accuracy, sensitivity and specificity with the
 seeded class-stratified 95 % intervals the pipeline's BootstrapIntervals prints, the
-regression's weights, and each feature alone (its direction taken from train). With
-`--model` (a run's exported model with a segmenter: ROI on) it also scores the rule at the
-served 24 px `roi_mask` on the radiologist's test masks and on the outlines the segmenter
-draws (the model's `predict_no_mask` signature), as the pipeline does.
+regression's weights, and each feature alone (its direction taken from train). It also
+scores the rule at the served 24 px `roi_mask` (refitted on the train masks reduced as the
+served graph reduces a given mask, through `--segmenter-size`, default the profile's) on the
+radiologist's test masks, and with `--model` (a run's exported model with a segmenter: ROI
+on; its own operating point and segmenter size) on the outlines its segmenter draws (the
+model's `predict_no_mask` signature), as the pipeline's BootstrapIntervals does.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("records", help="an ingest output: train/ eval/ test/ of raw records")
     parser.add_argument("--model", help="an exported model with a segmenter (ROI on)")
     parser.add_argument("--profile", default="busi-cpu", help="operating point and intervals")
+    parser.add_argument(
+        "--segmenter-size",
+        type=int,
+        help="also the rule at the served 24 px roi_mask, the masks reduced through this "
+        "segmenter size as Transform does (default: the profile's; 0: not; with --model, "
+        "the model's)",
+    )
     parser.add_argument("--json", help="append the report as one JSON line to this file")
     args = parser.parse_args(argv)
     cfg = profile(args.profile)
@@ -64,7 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
         "operating_target": cfg.operating_target,
         "threshold_method": cfg.threshold_method,
         "seed": cfg.seed,
-        "segmenter_size": 0,
+        "segmenter_size": cfg.segmenter_size
+        if args.segmenter_size is None
+        else args.segmenter_size,
+        "max_pixels": cfg.max_image_pixels,
     }
     test_roi = None
     if args.model:
@@ -80,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.interval_resamples,
         cfg.seed,
         cfg.interval_level,
-        args.model,
         test_roi,
     )
     if found is None:

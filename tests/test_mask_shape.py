@@ -143,21 +143,24 @@ def test_decision_scores_cross_one_half_at_the_threshold_and_keep_the_order():
     assert ((got > 0.5) == (p >= 0.3)).all() and (np.diff(got) > 0).all()
 
 
+def _records(split: str, seed: int, n_b: int, n_m: int) -> list[bytes]:
+    """Raw records of `_shapes`: a black PNG image with each shape as its mask."""
+    masks, labels = _shapes(n_b, n_m, seed)
+    image = C.encode_mask(np.zeros((SIDE, SIDE), bool))  # any PNG of the mask's size
+    return [
+        C.build_raw_example(image, C.encode_mask(m), label=int(y), image_id=f"{split}/{i:02d}")
+        for i, (m, y) in enumerate(zip(masks, labels, strict=True))
+    ]
+
+
 def test_report_from_records_fits_on_train_and_answers_in_image_id_order():
     """mask_shape_report on raw records (no model: ROI off): the ORACLE entry, the rule's
     description, and per-image scores in the test records' image-id order; without a mask
     in train there is nothing to learn from."""
     from modules.intervals.component import mask_shape_report
 
-    def records(split: str, seed: int, n_b: int, n_m: int) -> list[bytes]:
-        masks, labels = _shapes(n_b, n_m, seed)
-        return [
-            C.build_raw_example(b"", C.encode_mask(m), label=int(y), image_id=f"{split}/{i:02d}")
-            for i, (m, y) in enumerate(zip(masks, labels, strict=True))
-        ]
-
-    splits = {"train": records("train", 0, 20, 10), "eval": records("eval", 1, 10, 6)}
-    splits["test"] = records("test", 2, 8, 6)[::-1]  # any order in, image-id order out
+    splits = {"train": _records("train", 0, 20, 10), "eval": _records("eval", 1, 10, 6)}
+    splits["test"] = _records("test", 2, 8, 6)[::-1]  # any order in, image-id order out
     info = {"operating_point": "sensitivity", "operating_target": 0.95, "seed": 42}
     report, scores = mask_shape_report(splits, info, 200, 42, 0.95)
     assert report["features"] == list(mask_shape.FEATURES)
@@ -168,6 +171,37 @@ def test_report_from_records_fits_on_train_and_answers_in_image_id_order():
     assert called.tolist() == [False] * 8 + [True] * 6  # ids test/00..13: 8 discs, 6 stars
     no_masks = {s: [C.without_mask(r) for r in rs] for s, rs in splits.items()}
     assert mask_shape_report(no_masks, info, 200, 42, 0.95) is None
+
+
+def test_with_a_segmenter_the_rule_is_refitted_at_24_px_and_scored_on_its_outline():
+    """With a segmenter: the masks reduced as the served graph reduces them (Transform's
+    mask at the segmenter's size, then `small_mask`), the rule refitted on them, and scored
+    on the outline the segmenter drew: the radiologist's own outline gives the same answers
+    as `oracle_24px`; a segmenter that finds nothing (roi_source none) gives every image the
+    empty outline, AUC 0.5."""
+    from modules.intervals.component import mask_shape_report, served_small_masks
+
+    splits = {"train": _records("train", 0, 20, 10), "eval": _records("eval", 1, 10, 6)}
+    splits["test"] = _records("test", 2, 8, 6)
+    small = served_small_masks(splits["test"], 48, C.DEFAULT_MAX_IMAGE_PIXELS)
+    assert small.shape == (14, C.ROI_MASK_SIZE, C.ROI_MASK_SIZE) and small.max() == 1
+    discs = _shapes(8, 0, 2)[0]  # the first 8 test images; the stars' spikes fill in
+    for reduced, mask in zip(small[:8], discs, strict=True):
+        assert reduced.mean() == pytest.approx(mask.mean(), abs=0.02)
+    info = {"operating_point": "sensitivity", "operating_target": 0.95, "seed": 42}
+    info["segmenter_size"] = 48
+    drawn = (small, np.array([C.ROI_PREDICTED] * 14))
+    report, scores = mask_shape_report(splits, info, 200, 42, 0.95, drawn)
+    assert report["oracle_24px"]["metrics"] == report["predicted"]["metrics"]
+    assert scores["predicted"] == scores["oracle_24px"] and len(scores["oracle"]) == 14
+    assert report["oracle_24px"]["metrics"]["auc"] == 1.0  # stars stay stars at 24 px
+    assert "24 px" in report["predicted"]["masks"]
+    nothing = (np.ones_like(small), np.array([C.ROI_NONE] * 14))
+    assert mask_shape_report(splits, info, 200, 42, 0.95, nothing)[0]["predicted"]["metrics"][
+        "auc"
+    ] == pytest.approx(0.5)
+    alone = mask_shape_report(splits, info, 200, 42, 0.95)[0]  # no outline drawn: no entry
+    assert "oracle_24px" in alone and "predicted" not in alone
 
 
 # ------------------------------------------------------------------ beside the ORACLE
