@@ -1,9 +1,11 @@
 # Two commands a user needs: `make demo` and `make test`. Both set up .venv first.
+# `make test-fast`: every test that runs neither the pipeline nor a long training (a few
+# minutes), for after each edit; `make test` (the full suite) before a stop, and in CI.
 PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test test-fast lint format clean
 
 setup:
 	@bash tools/bootstrap_env.sh
@@ -13,6 +15,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not pipeline and not slow" tests
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

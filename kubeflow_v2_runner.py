@@ -22,11 +22,11 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import sys
 
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.flags import add_model_flags, config_from_flags  # noqa: E402
+from pipeline.config import PipelineConfig
+from pipeline.flags import add_model_flags, config_from_flags
 
 # Where the Dockerfile puts this checkout (WORKDIR); create_pipeline would otherwise name
 # the schema's path on the compiling machine, which no container has.

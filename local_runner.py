@@ -12,16 +12,16 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import logging
+import sys
+import time
 
-from modules import contract as C  # noqa: E402
-from pipeline.config import DEMO_DATA, PipelineConfig  # noqa: E402
-from pipeline.flags import add_model_flags, config_from_flags  # noqa: E402
-from pipeline.local import metadata_connection, run_pipeline  # noqa: E402
+from modules import contract as C
+from pipeline.config import DEMO_DATA, PipelineConfig
+from pipeline.flags import add_model_flags, config_from_flags
+from pipeline.local import metadata_connection, run_pipeline
 
 DEMO_RAW = os.path.join("demo_data", "busi")
 log = logging.getLogger("lesionlens")

@@ -28,26 +28,26 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from bench.serving_latency import load_examples, resolve_model_dir  # noqa: E402
-from modules import contract as C  # noqa: E402
-from serving.client import GrpcClient  # noqa: E402
-from serving.dev.limits import Limits  # noqa: E402
-from serving.errors import ServingError  # noqa: E402
-from tests.bombs import bomb_jpeg, bomb_png  # noqa: E402 - shared with the tests
+from bench.serving_latency import load_examples, resolve_model_dir
+from modules import contract as C
+from serving.client import GrpcClient
+from serving.dev.limits import Limits
+from serving.errors import ServingError
+from tests.bombs import bomb_jpeg, bomb_png
 
 RETRY_FOR_S = 30.0
 

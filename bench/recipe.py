@@ -33,17 +33,17 @@ from sklearn.metrics import roc_auc_score
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 before TensorFlow (DESIGN-BRIEF)
 
-from modules import calibration  # noqa: E402
-from modules import contract as C  # noqa: E402
-from modules.options import OperatingPoint  # noqa: E402
+from modules import calibration
+from modules import contract as C
+from modules.options import OperatingPoint
 from modules.trainer import (
     dataset_logits,
     fit_decision,
     input_dataset,
     train_classifier,
 )
-from pipeline.config import profile  # noqa: E402
-from pipeline.pipeline import trainer_options  # noqa: E402
+from pipeline.config import profile
+from pipeline.pipeline import trainer_options
 
 
 def run_examples(output_root: str, pipeline_name: str = "lesionlens") -> str:

@@ -20,14 +20,14 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
 
-from bench.roi_postprocess import latest  # noqa: E402
-from modules import contract as C  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from bench.roi_postprocess import latest
+from modules import contract as C
+from pipeline.config import PipelineConfig
 
 
 def reexport(run: str, out: str, mirror_tta: bool | None = None) -> str:

@@ -27,16 +27,16 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import argparse
+import glob
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
 
-from bench.gradcam_vs_mask import evaluate, summarize  # noqa: E402
-from pipeline.config import profile  # noqa: E402
+from bench.gradcam_vs_mask import evaluate, summarize
+from pipeline.config import profile
 
 METRICS = ("auc", "binary_accuracy", "recall", "specificity", "f1_score")
 VARIANTS = {

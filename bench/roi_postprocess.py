@@ -23,19 +23,19 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import argparse
+import glob
+import json
+from collections.abc import Sequence
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from modules.segmenter import network as S  # noqa: E402
-from modules.segmenter.evaluation import score_segmenter  # noqa: E402
-from modules.segmenter.records import segment_records  # noqa: E402
-from modules.segmenter.trainer import load_segmenter  # noqa: E402
-from modules.split_records import read_split  # noqa: E402
+from modules.segmenter import network as S
+from modules.segmenter.evaluation import score_segmenter
+from modules.segmenter.records import segment_records
+from modules.segmenter.trainer import load_segmenter
+from modules.split_records import read_split
 
 
 def latest(pattern: str) -> str:

@@ -31,12 +31,12 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
 
 DEFAULT_SRC = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "busi", "Dataset_BUSI_with_GT"

@@ -6,8 +6,8 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import sys
 
 
 def build_parser() -> argparse.ArgumentParser:

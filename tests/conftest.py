@@ -8,23 +8,23 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import contextlib  # noqa: E402
-import glob  # noqa: E402
-import queue  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+import contextlib
+import glob
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 from bombs import bomb_jpeg, bomb_png  # noqa: F401 - shared with the tests
 
-from modules import contract as C  # noqa: E402
+from modules import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,12 +17,12 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from modules import contract as C  # noqa: E402
+from modules import contract as C
 
 SIZE = 16  # model input side
 FEATURE = 8  # Grad-CAM side (one stride-2 conv)

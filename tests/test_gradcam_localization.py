@@ -24,6 +24,7 @@ def make_images(n: int, rng: np.random.Generator):
     return images.astype(np.float32), labels, centres
 
 
+@pytest.mark.slow  # trains a small classifier
 def test_heatmap_peak_falls_in_the_evidence_region():
     rng = np.random.default_rng(0)
     x, y, _ = make_images(256, rng)

@@ -586,6 +586,7 @@ def test_real_busi_drop_conflicts(real_runs):
 # --------------------------------------------------------------------------- other runners
 
 
+@pytest.mark.slow  # starts a local dask cluster
 def test_dask_cluster_writes_the_same_records(tmp_path, pool, read_examples):
     """Beam's DaskRunner on a local dask.distributed cluster of two worker processes, with a
     bad file among the inputs: the same records, splits and skipped inputs as DirectRunner,

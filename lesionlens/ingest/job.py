@@ -52,7 +52,7 @@ def _read(c: layouts.Candidate, max_pixels: int) -> tuple[str, object]:
         return OK, records.read_record(c, max_pixels)
     except records.BadInput as e:
         return SKIPPED_TAG, {"path": c.image_id, "reason": str(e)}
-    except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
+    except Exception as e:
         reason = f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
         return SKIPPED_TAG, {"path": c.image_id, "reason": reason}
 

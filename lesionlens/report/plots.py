@@ -9,12 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
-from modules import contract as C  # noqa: E402
-from modules.calibration import expected_calibration_error, uncalibrated  # noqa: E402
+from modules import contract as C
+from modules.calibration import expected_calibration_error, uncalibrated
 
 Rows = dict[str, list[dict]]  # row label ("ROI on, SMOTE on") -> that row's results, by seed
 

@@ -14,16 +14,16 @@ from modules.keras2 import use_keras2
 
 use_keras2()  # before anything imports TensorFlow
 
-import dataclasses  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import io
+import json
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from lesionlens.report.grid import Variant, profile_config, result_path  # noqa: E402
-from modules import contract as C  # noqa: E402
+from lesionlens.report.grid import Variant, profile_config, result_path
+from modules import contract as C
 
 GALLERY_PER_KIND = 2  # true positives, false negatives, false positives (malignant)
 TIMED_IMAGES = 16

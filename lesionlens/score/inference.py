@@ -92,7 +92,7 @@ def preload(model_path: str) -> Future:
 def _fill(future: Future, model_path: str) -> None:
     try:
         future.set_result(_load(model_path))
-    except BaseException as e:  # noqa: BLE001 - re-raised where the model is needed
+    except BaseException as e:
         future.set_exception(e)
 
 
@@ -126,7 +126,7 @@ class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
 
         try:
             out = fn(examples=tf.constant([item[-1] for item in items]))
-        except Exception as e:  # noqa: BLE001 - isolate the image that fails
+        except Exception as e:
             if len(items) == 1:
                 return [f"{items[0][0]}: the model rejected it: {type(e).__name__}: {e}"]
             return [row for item in items for row in self._score(fn, [item])]

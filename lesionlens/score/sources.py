@@ -162,7 +162,7 @@ def read_image(c: layouts.Candidate, max_pixels: int):
         rec = records.read_record(c, max_pixels, fingerprint=False)
     except records.BadInput as e:
         return REJECTED, c.path, str(e)
-    except Exception as e:  # noqa: BLE001 - one odd file must not fail a long batch job
+    except Exception as e:
         return REJECTED, c.path, f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
     label = rec.label if rec.label >= 0 else None
     example = C.build_raw_example(rec.image, rec.mask, label=label, image_id=rec.image_id)
@@ -189,7 +189,7 @@ def read_records(item: RecordFile, batch_size: int, max_pixels: int) -> Iterator
     compression = "gzip" if item.path.endswith(".gz") else "uncompressed"
     try:
         f = FileSystems.open(item.path, compression_type=compression)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         yield REJECTED, item.path, f"{item.path}: cannot open: {type(e).__name__}: {e}"
         return
     good: list[Good] = []
@@ -199,7 +199,7 @@ def read_records(item: RecordFile, batch_size: int, max_pixels: int) -> Iterator
             where = f"{item.path}#{index}"
             try:
                 raw = _TFRecordUtil.read_record(f)
-            except Exception as e:  # noqa: BLE001 - a corrupt tail loses only what follows
+            except Exception as e:
                 yield REJECTED, where, f"{where}: corrupt TFRecord, rest of file unread: {e}"
                 break
             if raw is None:
@@ -231,7 +231,7 @@ def _check_record(raw: bytes, where: str, max_pixels: int, example_pb2):
         if not (feats[C.IMAGE_ID].bytes_list.value or [b""])[0]:
             feats[C.IMAGE_ID].bytes_list.value[:] = [where.encode()]
             raw = example.SerializeToString(deterministic=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         reason = str(e) if str(e).startswith(where) else f"{where}: {type(e).__name__}: {e}"
         return REJECTED, where, reason
     return OK, where, "", raw

@@ -198,7 +198,7 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
             signal.signal(signum, handler)
     if stopper.is_alive():
         print(f"Stopped (shutdown unfinished after {STOP_TIMEOUT_S:.0f} s).", flush=True)
-        os._exit(0)  # noqa: SLF001 - the documented way to leave despite hung threads
+        os._exit(0)
     print("Stopped.", flush=True)
     return 0
 

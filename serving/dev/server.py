@@ -135,7 +135,7 @@ def _guarded(context: grpc.ServicerContext, handler: Callable[[], Any]) -> Any:
         return handler()
     except StatusError as error:
         context.abort(error.code, error.message)
-    except Exception as error:  # noqa: BLE001 - the server must survive any request
+    except Exception as error:
         log.exception("internal error while serving a gRPC request")
         context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 
@@ -172,10 +172,10 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._store = store
         self._admission = admission
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         return _guarded(context, lambda: self._predict(request))
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return _guarded(context, lambda: _metadata_response(self._store, request))
 
     def _predict(self, request: Any) -> Any:
@@ -187,7 +187,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for alias, proto in request.inputs.items():
             try:
                 arrays[alias] = tf.make_ndarray(proto)
-            except Exception:  # noqa: BLE001 - any malformed TensorProto
+            except Exception:
                 raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}"
                 ) from None
@@ -208,7 +208,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, store: ModelStore) -> None:
         self._store = store
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         def handler() -> Any:
             if not request.HasField("model_spec"):
                 raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
@@ -233,7 +233,7 @@ class _RestApi:
             return _HTTP_STATUS.get(error.code, 500), {"error": error.message}
         except rest_json.JsonRequestError as error:
             return 400, {"error": str(error)}
-        except Exception as error:  # noqa: BLE001 - the server must survive any request
+        except Exception as error:
             log.exception("internal error while serving %s %s", method, path)
             return 500, {"error": f"{type(error).__name__}: {error}"}
 
@@ -324,10 +324,10 @@ class _RestHandler(BaseHTTPRequestHandler):
     server_version = "LesionLensDevServer/1"
     api: _RestApi  # set on a per-server subclass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
@@ -375,7 +375,7 @@ class _RestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
 
@@ -428,7 +428,7 @@ class DevServer:
                     if newest in failed:
                         continue
                     servable = self.store.load_newer()
-                except Exception as error:  # noqa: BLE001 - a bad push must not stop serving
+                except Exception as error:
                     failed.add(newest)
                     log.error(
                         "version %d not loaded, still serving %d: %s", newest, self.version, error
