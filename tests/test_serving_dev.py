@@ -39,7 +39,7 @@ from serving import overlay
 from serving.cli import add_cli
 from serving.client import GrpcClient, RestClient
 from serving.dev.limits import Limits
-from serving.dev.model_store import clean_tf_message, find_versions
+from serving.dev.model_store import clean_tf_message
 from serving.dev.server import serve
 from serving.errors import (
     InvalidRequestError,
@@ -420,22 +420,6 @@ def test_clean_tf_message():
         "<stack traces unavailable>\nBad thing.\n\t [[{{node X}}]] [Op:__inference_f_12]"
     )
     assert clean_tf_message(raw) == "Bad thing.\n\t [[{{node X}}]]"
-
-
-# --- model dir layout -------------------------------------------------------------------
-
-
-def test_find_versions(tmp_path):
-    base = tmp_path / "lesionlens"
-    for version in ("1", "3", "10"):
-        (base / version).mkdir(parents=True)
-        (base / version / "saved_model.pb").write_bytes(b"")
-    (base / "7").mkdir()  # no saved_model.pb: a half-written push, ignored
-    name, versions = find_versions(base)
-    assert name == "lesionlens" and sorted(versions) == [1, 3, 10]
-    assert find_versions(base / "3") == ("lesionlens", {3: (base / "3").resolve()})
-    with pytest.raises(FileNotFoundError, match="no SavedModel found"):
-        find_versions(base / "7")
 
 
 def test_serve_dev_cli_subprocess(model_base):
