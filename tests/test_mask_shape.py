@@ -137,6 +137,32 @@ def test_intervals_are_seeded():
     assert lo <= a[0]["t"]["metrics"]["auc"] <= hi
 
 
+def test_three_classes_malignant_against_the_rest_with_empty_masks_for_normal():
+    """With three classes the rule scores malignant against benign and normal; normal images
+    have no mask (the vanishing disc's features) and learn a low score from train."""
+    b, m = _shapes(10, 8, 11), _shapes(6, 5, 12)
+    train = (mask_shape.features_of(b[0] + [None] * 8), np.concatenate([b[1], [2] * 8]))
+    eval_ = (mask_shape.features_of(m[0] + [None] * 4), np.concatenate([m[1], [2] * 4]))
+    t = _shapes(6, 6, 13)
+    labels = np.concatenate([t[1], [2] * 6])
+    report, scores = mask_shape.score_rule(
+        train,
+        eval_,
+        {"t": (mask_shape.features_of(t[0] + [None] * 6), labels)},
+        "sensitivity",
+        0.95,
+        "empirical",
+        0,
+        300,
+        42,
+        0.95,
+    )
+    entry = report["t"]
+    assert entry["example_count"] == 18 and entry["metrics"]["auc"] == 1.0
+    assert entry["metrics"]["specificity"] == 1.0  # benign and normal: not malignant
+    assert (scores["t"][-6:] < 0.5).all() and np.isfinite(entry["intervals"]["auc"]).all()
+
+
 def test_decision_scores_cross_one_half_at_the_threshold_and_keep_the_order():
     p = np.array([0.0, 0.1, 0.29, 0.3, 0.31, 0.9, 1.0])
     got = mask_shape.decision_scores(p, 0.3)
