@@ -358,16 +358,20 @@ def BootstrapIntervals(
         )
     # beside the ORACLE: what the mask's outline alone gives (mask_shape.py)
     splits = {s: read_split(artifact_utils.get_split_uri([examples], s)) for s in (C.TRAIN, C.EVAL)}
-    shape = mask_shape_report(
-        {**splits, C.TEST: records},
-        info,
-        resamples,
-        seed,
-        level,
-        (deployable[C.ROI_MASK], deployable[C.ROI_SOURCE].astype(str))
-        if C.ROI_MASK in deployable
-        else None,
-    )
+    try:
+        shape = mask_shape_report(
+            {**splits, C.TEST: records},
+            info,
+            resamples,
+            seed,
+            level,
+            (deployable[C.ROI_MASK], deployable[C.ROI_SOURCE].astype(str))
+            if C.ROI_MASK in deployable
+            else None,
+        )
+    except ValueError as e:  # e.g. one class in a split: the model's intervals still count
+        log.warning("no mask-shape rule: %s", e)
+        shape = None
     if shape is not None:
         result["mask_shape_rule"], result["per_image"]["mask_shape_rule"] = shape
     with tf.io.gfile.GFile(os.path.join(intervals.uri, INTERVALS_FILE), "w") as f:
