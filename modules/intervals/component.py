@@ -223,7 +223,10 @@ def mask_shape_report(
       scored on the test masks reduced the same way (`oracle_24px`) and, given `test_roi`
       (the `predict_no_mask` outputs roi_mask [n, 24, 24] and roi_source [n] in the test
       records' image-id order), on the outline the segmenter drew (`predicted`; where it
-      found nothing, `roi_source` none, the empty outline).
+      found nothing, `roi_source` none, the empty outline). `predicted` keeps the
+      threshold chosen on the radiologist's reduced eval masks: its AUC is the fair
+      comparison; its sensitivity and specificity also carry the shift from the
+      radiologist's outline to the segmenter's (dilated) one.
 
     Returns (report, {entry: test decision scores in image-id order}); None when no train
     image has a mask (nothing to learn from)."""
