@@ -13,7 +13,11 @@ from conftest import bomb_png, read_raw_examples
 from PIL import Image
 
 from lesionlens.cli import main
+from lesionlens.score import gallery
 from modules import contract as C
+from serving import overlay
+
+HOSTILE = '"><img src=x onerror=alert(1)>.png'  # a file name that is also HTML
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,8 @@ def served(loaded, examples: list[bytes], signature: str = C.SERVING_DEFAULT) ->
 
 @pytest.fixture(scope="module")
 def source(model, tmp_path_factory):
-    """Six good images (two with masks beside them) and five bad files, BUSI-style."""
+    """Seven good images (two with masks beside them, one named like HTML) and five bad
+    files, BUSI-style."""
     _, _, records = model
     raw = records.parent / "raw"
     src = tmp_path_factory.mktemp("score_src")
@@ -48,6 +53,8 @@ def source(model, tmp_path_factory):
         stem = os.path.splitext(names[0])[0]
         for mask in glob.glob(str(raw / cls / f"{stem}_mask*.png")):
             shutil.copy(mask, src / cls)
+    shutil.copy(raw / good[2], src / "benign" / HOSTILE)
+    good.append(f"benign/{HOSTILE}")
     bad = src / "benign"
     (bad / "not_an_image.png").write_bytes(b"this is text")
     (bad / "empty.png").write_bytes(b"")
@@ -102,9 +109,16 @@ def test_every_good_image_scored_as_serving_default_scores_it(model, source, dir
         assert r["positive_probability"] == pytest.approx(r["probabilities"][1], abs=1e-6)
         assert 0.0 < r["threshold"] < 1.0
         stem = image_id.rsplit(".", 1)[0]
-        assert r["gradcam_overlay"] == f"overlays/{stem}_{r['class_name']}_gradcam.png"
-        overlay = Image.open(out / r["gradcam_overlay"])
-        assert overlay.size == Image.open(src / image_id).size
+        if image_id != f"benign/{HOSTILE}":
+            assert r["gradcam_overlay"] == f"overlays/{stem}_{r['class_name']}_gradcam.png"
+        else:  # a name made safe for every file system; the row keeps the real one
+            want = f"overlays/benign/_img src_x onerror_alert(1)__{r['class_name']}_gradcam.png"
+            assert r["gradcam_overlay"] == want
+        with Image.open(out / r["gradcam_overlay"]) as drawn, Image.open(src / image_id) as image:
+            left = drawn.crop(overlay.panel_boxes(image.size)[0])  # the original, full size
+            assert np.array_equal(np.asarray(left), overlay.to_rgb(image))
+        thumb = out / gallery.thumbnail_name(r["gradcam_overlay"])
+        assert thumb.stat().st_size < 20_000 and Image.open(thumb).format == "JPEG"
     table = pq.read_table(glob.glob(str(out / "predictions-*.parquet"))).to_pylist()
     assert {r["image_id"]: r["probabilities"] for r in table}.keys() == rows.keys()
     for r in table:
@@ -132,8 +146,9 @@ def test_bad_files_are_rejected_with_their_reason(direct_run):
     for path, reason in rejected.items():
         assert path in reason
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["scored"], summary["rejected"]) == (6, 5)
+    assert (summary["scored"], summary["rejected"]) == (7, 5)
     assert summary["signature"] == C.SERVING_DEFAULT
+    assert summary["outputs"]["gallery"] == str(out / "index.html")
 
 
 def test_raw_tfrecords_scored_in_full(model, tmp_path):
@@ -193,7 +208,7 @@ def test_dask_cluster_gives_the_same_outputs(model, source, direct_run, tmp_path
                 f"--dask_client_address={cluster.scheduler_address}",
             ],
         )
-    assert (summary["scored"], summary["rejected"]) == (6, 5)
+    assert (summary["scored"], summary["rejected"]) == (7, 5)
     dask_rows, direct_rows = rows_by_id(out), rows_by_id(direct_out)
     assert dask_rows.keys() == direct_rows.keys()
     for image_id, row in dask_rows.items():
@@ -207,3 +222,35 @@ def test_dask_cluster_gives_the_same_outputs(model, source, direct_run, tmp_path
         json.loads(line)["reason"] for f in d.glob("rejected-*.jsonl") for line in open(f)
     )
     assert reasons(out) == reasons(direct_out)
+
+
+def test_the_gallery_shows_every_scored_image_in_a_browser(direct_run, tmp_path):
+    """OUT/index.html in headless Chromium: a row and a thumbnail per scored image, the
+    rejected inputs with their reasons, rows sorted by P(malignant) on a click, and the
+    file named like HTML shown as its name (no element, no script run)."""
+    from chromium import browser_or_skip
+
+    _, out = direct_run
+    rows = rows_by_id(out)
+    with browser_or_skip() as browser:
+        page = browser.open((out / "index.html").as_uri())
+        page.wait_for("document.body.dataset.renderedMs")
+        page.screenshot(tmp_path / "gallery.png")
+        ids = page.evaluate("[...document.querySelectorAll('#rows td.id')].map(t => t.textContent)")
+        assert sorted(ids) == sorted(rows)
+        assert f"benign/{HOSTILE}" in ids
+        loaded = page.wait_for(
+            "(() => { const i = [...document.querySelectorAll('#rows img')];"
+            " return i.every(x => x.complete) && i.filter(x => x.naturalWidth > 0).length; })()"
+        )
+        assert loaded == len(rows)  # every thumbnail found by its relative link
+        page.evaluate("document.querySelector('th[data-key=p]').click()")
+        shown = page.evaluate(
+            "[...document.querySelectorAll('#rows td.p')].map(t => t.textContent)"
+        )
+        want = sorted((r["positive_probability"] for r in rows.values()), reverse=True)
+        assert [float(v) for v in shown] == [float(f"{p:.3f}") for p in want]
+        reasons = page.evaluate("[...document.querySelectorAll('#rejected tr')].length")
+        assert reasons == 1 + 5  # the header and one row per rejected file
+        assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+        assert page.evaluate("window.__dialogs") == [] and page.exceptions == []

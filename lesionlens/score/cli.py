@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from modules import contract as C
-from serving.cli import positive_int
+from serving.cli import add_overlay_style, positive_int
 
 
 def add_cli(subparsers: Any) -> None:
@@ -34,9 +34,13 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("out", help="output folder (local or gs://)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument(
-        "--overlays", action="store_true", help="write OUT/overlays/*_<class>_gradcam.png"
+        "--overlays",
+        action="store_true",
+        help="write OUT/overlays/*_<class>_gradcam.png, their thumbnails OUT/thumbs/*.jpg and "
+        "OUT/index.html, a page to browse, sort and filter the scored images",
     )
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
+    add_overlay_style(p)
     p.add_argument(
         "--signature",
         choices=(C.SERVING_DEFAULT, C.PREDICT_ONLY, C.PREDICT_NO_MASK),
@@ -65,6 +69,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         batch_size=args.batch_size,
         overlays=args.overlays,
         alpha=args.alpha,
+        overlay_style=args.overlay_style,
         signature=args.signature,
         classes=args.classes,
         num_shards=args.num_shards,
@@ -77,4 +82,6 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     print(job.summary_line(summary))
     print(f"wrote {args.out}/predictions-*.jsonl, .parquet, rejected-*.jsonl, summary.json")
+    if summary["outputs"].get("gallery"):
+        print(f"gallery: {summary['outputs']['gallery']}")
     return 0

@@ -19,8 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from lesionlens.beam_files import run_pipeline
-from lesionlens.score import sinks, sources
+from lesionlens.beam_files import run_pipeline, write_bytes
+from lesionlens.score import gallery, sinks, sources
 from lesionlens.score.inference import (
     ExampleSignatureHandler,
     check_signature,
@@ -45,6 +45,7 @@ class ScoreConfig:
     batch_size: int = 16
     overlays: bool = False
     alpha: float = 0.4
+    overlay_style: str = "captioned"  # serving.overlay.STYLES
     signature: str | None = None  # default: serving_default with overlays, else predict_only
     classes: tuple[str, ...] | None = None  # default: the model's own (lesionlens.json)
     num_shards: int = 0  # 0: one per 10,000 inputs
@@ -90,13 +91,24 @@ class _Read(beam.DoFn):
         self.pool.shutdown(wait=False)
 
 
-class _ToRows(beam.DoFn):
-    """Prediction rows (and overlays) from scored batches; images the model refused become
-    rejected records."""
+def model_label(model_path: str) -> tuple[str, str | None]:
+    """(name, version) of a model folder: a Pusher's `<name>/<version>`, else (folder, None)."""
+    path = model_path.rstrip("/")
+    folder, last = path.rsplit("/", 1) if "/" in path else ("", path)
+    if last.isdigit() and folder:
+        return folder.rsplit("/", 1)[-1], last
+    return last, None
 
-    def __init__(self, out: str, classes: tuple[str, ...], overlays: bool, alpha: float):
+
+class _ToRows(beam.DoFn):
+    """Prediction rows (and overlays with their gallery thumbnails) from scored batches;
+    images the model refused become rejected records."""
+
+    def __init__(self, out: str, classes: tuple[str, ...], cfg: ScoreConfig, model_path: str):
         super().__init__()
-        self.out, self.classes, self.overlays, self.alpha = out, classes, overlays, alpha
+        self.out, self.classes, self.overlays = out, classes, cfg.overlays
+        self.alpha, self.style = cfg.alpha, cfg.overlay_style
+        self.model, self.version = model_label(model_path)
 
     def setup(self) -> None:
         self.done = 0
@@ -128,16 +140,24 @@ class _ToRows(beam.DoFn):
                 "gradcam_overlay": None,
             }
             if self.overlays and C.GRADCAM in row:
-                from serving.overlay import overlay_png
-
-                image = feats[C.IMAGE].bytes_list.value[0]
-                png = overlay_png(image, row[C.GRADCAM], self.alpha, row.get(C.ROI_MASK))
-                record["gradcam_overlay"] = sinks.write_overlay(
-                    self.out, image_id, record["class_name"], png
-                )
+                self._write_overlay(record, feats, row)
             yield sinks.PREDICTIONS, record
         self.done += len(items)
         log.info("scored %d images in this worker", self.done)
+
+    def _write_overlay(self, record: dict, feats, row: dict) -> None:
+        from lesionlens.score.gallery import thumbnail_name
+        from serving.overlay import Prediction, render, thumbnail
+
+        image = feats[C.IMAGE].bytes_list.value[0]
+        mask = feats[C.MASK].bytes_list.value[0] if C.MASK in feats else b""
+        drawn = {"roi_mask": row.get(C.ROI_MASK), "given_mask": mask, "alpha": self.alpha}
+        prediction = Prediction.from_record(record, self.model, self.version, self.classes)
+        png, _ = render(image, row[C.GRADCAM], prediction, style=self.style, **drawn)
+        name = sinks.write_overlay(self.out, record["image_id"], record["class_name"], png)
+        small = thumbnail(image, row[C.GRADCAM], **drawn)
+        write_bytes(FileSystems.join(self.out, *thumbnail_name(name).split("/")), small)
+        record["gradcam_overlay"] = name
 
     def _name(self, class_id: int) -> str:
         return self.classes[class_id] if 0 <= class_id < len(self.classes) else str(class_id)
@@ -157,7 +177,7 @@ def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: st
         | "Batches" >> beam.Filter(lambda r: r[0] == sources.BATCH)
         | "OneBatchEach" >> beam.Map(lambda r: [(r[1], r[2])])  # RunInference's own batching off
         | "RunInference" >> RunInference(ExampleSignatureHandler(model_path, sig))
-        | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg.overlays, cfg.alpha))
+        | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg, model_path))
     )
     bad = [
         read
@@ -224,6 +244,10 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
             "overlays": FileSystems.join(cfg.out, sinks.OVERLAYS) if cfg.overlays else None,
         },
     }
+    if cfg.overlays:
+        summary["outputs"]["gallery"] = gallery.write_index(
+            cfg.out, scored, rejected, summary, cfg.classes or model_classes(model_path)
+        )
     with FileSystems.create(FileSystems.join(cfg.out, SUMMARY)) as f:
         f.write(json.dumps(summary, indent=2).encode())
     if not scored:

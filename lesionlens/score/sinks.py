@@ -17,6 +17,7 @@ from lesionlens.beam_files import WriteGroups, read_jsonl, shard_of, write_bytes
 
 PREDICTIONS, REJECTED = "predictions", "rejected"
 OVERLAYS = "overlays"
+THUMBS, INDEX = "thumbs", "index.html"  # the gallery of `--overlays` (lesionlens.score.gallery)
 ROW_KEY = {PREDICTIONS: "image_id", REJECTED: "path"}  # shards and sorts each kind's rows
 
 PARQUET_SCHEMA = pa.schema(
@@ -92,12 +93,14 @@ def write_overlay(out: str, image_id: str, class_name: str, png: bytes) -> str:
 
 
 def clear_outputs(out: str) -> None:
-    """A rerun must not mix old shards or overlays with new ones."""
+    """A rerun must not mix old shards, overlays or gallery with new ones."""
     old = FileSystems.match(
         [
             FileSystems.join(out, f"{PREDICTIONS}-*"),
             FileSystems.join(out, f"{REJECTED}-*"),
             FileSystems.join(out, OVERLAYS, "**"),
+            FileSystems.join(out, THUMBS, "**"),
+            FileSystems.join(out, INDEX),
         ]
     )
     paths = [m.path for result in old for m in result.metadata_list]

@@ -55,6 +55,15 @@ def rate_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray
         }
 
 
+def served_scores(p_positive: np.ndarray, called_positive: np.ndarray) -> np.ndarray:
+    """Scores for `rate_metrics` from served answers: above THRESHOLD exactly when the
+    served answer is the positive class (P(positive) >= the model's operating threshold),
+    ranked by P(positive) on each side, as the served `decision_score` is; so the rates are
+    those at the model's threshold and the AUC that of P(positive)."""
+    positive = np.asarray(called_positive, bool)
+    return (np.asarray(p_positive) + positive) / 2 + positive * 1e-9
+
+
 def stratified_draws(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     """Indices [R, n] of R resamples, each class resampled within itself (classes in label
     order, each class's columns together), from a generator seeded with `seed`."""
