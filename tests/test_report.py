@@ -20,8 +20,13 @@ def test_grid_is_the_papers_ablation_with_seeds_outermost():
     assert (cfg.image_size, cfg.epochs, cfg.weights, cfg.train_roi.value) == (
         160,
         16,
-        "none",
+        "imagenet",
         "mask",
+    )
+    assert (cfg.backbone, cfg.segmenter_encoder, cfg.kept_epoch) == (
+        "efficientnet-lite0",
+        "efficientnet-lite0",
+        "best_eval_auc",
     )
     assert cfg.classes == ("benign", "malignant") and cfg.thresholds == {}
     assert cfg.data_root == "/tmp/r/records/grouped-2c"
@@ -201,3 +206,22 @@ def test_the_likeliest_class_and_shortcut_intervals_are_those_of_the_mean(report
     # the empty-mask rule reads the same masks in both runs: the same interval
     empty = ("shortcuts", "empty_mask_is_normal")
     assert both[empty] == alone[empty]
+
+
+def test_report_html_renders_in_a_browser(report, tmp_path):
+    """report.html in headless Chromium: its tables, and every figure found by its relative
+    link and decoded."""
+    from chromium import browser_or_skip
+
+    out, _, text, _ = report
+    with browser_or_skip() as browser:
+        page = browser.open((out / "report" / "report.html").as_uri())
+        widths = page.wait_for(
+            "(() => { const i = [...document.images];"
+            " return i.every(x => x.complete) && i.map(x => x.naturalWidth); })()"
+        )
+        assert len(widths) == text.count("![") and min(widths) > 0
+        assert page.evaluate("document.querySelectorAll('table').length") >= 4
+        assert page.evaluate("document.title") == "test report"
+        assert page.exceptions == []
+        assert page.screenshot(tmp_path / "report.png").stat().st_size > 10_000
