@@ -22,7 +22,9 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 before TensorFlow (DESIGN-BRIEF)
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 from modules import contract as C
 from modules.intervals import mask_shape

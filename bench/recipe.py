@@ -31,7 +31,9 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 before TensorFlow (DESIGN-BRIEF)
+from modules.keras2 import use_keras2
+
+use_keras2()  # before anything imports TensorFlow
 
 from modules import calibration
 from modules import contract as C

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 from conftest import DEMO_RUN, read_raw_examples, run_python
 
-from local_runner import metadata_connection
 from modules import contract as C
+from pipeline.local import metadata_connection
 from pipeline.results import latest_results
 
 LITE0 = ["--backbone", "efficientnet-lite0", "--weights", "imagenet", "--head-epochs", "1"]
