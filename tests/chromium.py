@@ -38,6 +38,7 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
+    "--disable-dev-shm-usage",  # containers' small /dev/shm
     "--remote-debugging-pipe",
 )
 # Before any page script: alert / confirm / prompt are recorded, not shown.

@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 from collections import defaultdict
+from html import escape as html_escape
 
 import numpy as np
 
@@ -300,7 +301,8 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
     with open(html, "w") as f:
         f.write(
             "<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{title}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}"
+            f"{html_escape(title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:auto}"
             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
             f"padding:3px 6px}}img{{max-width:100%}}</style></head><body>{body}</body></html>"
         )

@@ -8,7 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from modules import contract as C
-from modules.intervals.bootstrap import percentile_intervals, rate_metrics, stratified_draws
+from modules.intervals.bootstrap import (
+    percentile_intervals,
+    rate_metrics,
+    served_scores,
+    stratified_draws,
+)
 from modules.intervals.multiclass import class_metrics, shortcut_calls
 
 
@@ -52,11 +57,7 @@ def mean_intervals(
     for run in runs:
         probs, called = run["probabilities"], run["class_id"]
         if len(names) == 2:
-            # ranks by P(malignant) (a malignant answer means P >= the threshold) and is
-            # above 0.5 exactly when the served answer is malignant, as the served
-            # `decision_score` is
-            positive = called == C.POSITIVE_LABEL
-            score = (probs[:, C.POSITIVE_LABEL] + positive) / 2 + positive * 1e-9
+            score = served_scores(probs[:, C.POSITIVE_LABEL], called == C.POSITIVE_LABEL)
             per_seed.append(rate_metrics(labels[draws], score[draws]))
         else:
             per_seed.append(class_metrics(labels[draws], called[draws], probs[draws], names))

@@ -119,15 +119,15 @@ def _summary_html(summary: dict, rows: list[dict], metrics: dict | None, positiv
     if metrics is None:
         out.append("<p>No image has a known label: no accuracy, sensitivity or specificity.</p>")
         return "".join(out)
-    head = "<tr><th>metric</th><th>value</th><th>95 % interval</th></tr>"
+    level = round(100 * metrics["level"])
+    head = f"<tr><th>metric</th><th>value</th><th>{level} % interval</th></tr>"
     body = "".join(
         f"<tr><td>{e(name)}</td><td class=num>{_number(m['value'])}</td>"
         f"<td class=num>[{_number(m['interval'][0])}, {_number(m['interval'][1])}]</td></tr>"
         for name, m in metrics["metrics"].items()
     )
-    level = round(100 * metrics["level"])
     out.append(
-        f"<table class=metrics>{head.replace('95', str(level))}{body}</table>"
+        f"<table class=metrics>{head}{body}</table>"
         f"<p class=note>{metrics['labelled']:,} images with a known label "
         f"({metrics['positives']:,} {e(positive)}); {e(positive)} against the rest at the "
         f"model's threshold; intervals: {level} % percentile bootstrap, "
