@@ -206,7 +206,8 @@ def train_labels(file_patterns: list[str]) -> np.ndarray:
     spec = {C.LABEL: tf.io.FixedLenFeature([], tf.int64)}
     ds = transformed_records(file_patterns, None).batch(256)
     ds = ds.map(lambda r: tf.io.parse_example(r, spec)[C.LABEL])
-    return np.concatenate([b.numpy() for b in ds]) if ds else np.zeros([0], np.int64)
+    batches = [b.numpy() for b in ds]
+    return np.concatenate(batches) if batches else np.zeros([0], np.int64)
 
 
 def recipe_of(opts: TrainerOptions) -> recipe.Recipe:
