@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from modules.options import OperatingPoint
+from modules.options import OperatingPoint, ThresholdMethod, values
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -70,7 +70,7 @@ def choose_threshold(
     return float(candidates[int(np.argmax(sens + spec))])
 
 
-THRESHOLD_METHODS = ("empirical", "bootstrap", "logit_normal")
+THRESHOLD_METHODS = tuple(values(ThresholdMethod))
 
 
 def robust_threshold(

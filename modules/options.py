@@ -27,6 +27,48 @@ class OperatingPoint(str, enum.Enum):
     YOUDEN = "youden"  # threshold maximising sensitivity + specificity - 1 on eval
 
 
+class Backbone(str, enum.Enum):
+    """The classifier's backbone (modules/backbones)."""
+
+    EFFICIENTNETV2B0 = "efficientnetv2b0"  # the paper's; ImageNet weights are a download
+    EFFICIENTNET_LITE0 = "efficientnet-lite0"  # ImageNet weights from an installed package
+
+
+class SegmenterEncoder(str, enum.Enum):
+    """The lesion segmenter's encoder (modules/segmenter/network.py)."""
+
+    UNET = "unet"  # the U-Net's own, random init
+    EFFICIENTNET_LITE0 = "efficientnet-lite0"  # ImageNet-pretrained Lite0 stages
+
+
+class Optimizer(str, enum.Enum):
+    NADAM = "nadam"  # the paper
+    ADAMW = "adamw"  # decoupled weight decay
+
+
+class Schedule(str, enum.Enum):
+    CONSTANT = "constant"  # the paper
+    COSINE = "cosine"  # linear warm-up, then cosine decay to 0 over the fine-tuning epochs
+
+
+class KeptEpoch(str, enum.Enum):
+    LAST = "last"  # the paper
+    BEST_EVAL_AUC = "best_eval_auc"  # weights of the epoch with the highest eval AUC
+
+
+class ThresholdMethod(str, enum.Enum):
+    """How the operating threshold is read off eval (modules/calibration.py)."""
+
+    EMPIRICAL = "empirical"
+    BOOTSTRAP = "bootstrap"
+    LOGIT_NORMAL = "logit_normal"
+
+
+def values(choices: type[enum.Enum]) -> list[str]:
+    """An enum's values, e.g. for argparse `choices`."""
+    return [c.value for c in choices]
+
+
 class TrainRoi(str, enum.Enum):
     """Which ROI the classifier trains on (with ROI on); the served model draws its own."""
 

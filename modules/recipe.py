@@ -11,7 +11,6 @@ reached 0.90-0.94 outside the pipeline (design brief).
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,24 +22,10 @@ from sklearn.metrics import roc_auc_score
 
 from modules import contract as C
 from modules import model as M
+from modules.options import KeptEpoch, Optimizer, Schedule
 from modules.training import Progress
 
 log = logging.getLogger(__name__)
-
-
-class Optimizer(str, enum.Enum):
-    NADAM = "nadam"  # the paper
-    ADAMW = "adamw"  # decoupled weight decay
-
-
-class Schedule(str, enum.Enum):
-    CONSTANT = "constant"  # the paper
-    COSINE = "cosine"  # linear warm-up, then cosine decay to 0 over the fine-tuning epochs
-
-
-class KeptEpoch(str, enum.Enum):
-    LAST = "last"  # the paper
-    BEST_EVAL_AUC = "best_eval_auc"  # weights of the epoch with the highest eval AUC
 
 
 @dataclass(frozen=True)
@@ -199,7 +184,6 @@ def fit_classifier(
     train_ds: tf.data.Dataset,
     eval_ds: tf.data.Dataset,
     train_labels: np.ndarray,
-    seed: int,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> FitResult:
     """Trains `model` (built by `modules.model.build_model`) with the recipe; returns it

@@ -239,7 +239,7 @@ def train_classifier(
         len(opts.classes), size, opts.weights, opts.backbone, dropout=plan.head_dropout
     )
     fit = recipe.fit_classifier(
-        model, plan, train_ds, eval_ds, train_labels(train_files), opts.seed, callbacks
+        model, plan, train_ds, eval_ds, train_labels(train_files), callbacks
     )
     return fit, eval_ds
 

@@ -7,7 +7,18 @@ import os
 from dataclasses import dataclass, field
 
 from modules import contract as C
-from modules.options import OperatingPoint, SmoteMethod, TrainRoi
+from modules.options import (
+    Backbone,
+    KeptEpoch,
+    OperatingPoint,
+    Optimizer,
+    Schedule,
+    SegmenterEncoder,
+    SmoteMethod,
+    ThresholdMethod,
+    TrainRoi,
+    values,
+)
 
 RECIPE_FIELDS = (
     "optimizer",
@@ -23,18 +34,19 @@ RECIPE_FIELDS = (
     "head_dropout",
 )
 _CHOICES = {
-    "backbone": ("efficientnetv2b0", "efficientnet-lite0"),
-    "optimizer": ("nadam", "adamw"),
-    "schedule": ("constant", "cosine"),
-    "kept_epoch": ("last", "best_eval_auc"),
-    "segmenter_encoder": ("unet", "efficientnet-lite0"),
-    "threshold_method": ("empirical", "bootstrap", "logit_normal"),
+    "backbone": Backbone,
+    "optimizer": Optimizer,
+    "schedule": Schedule,
+    "kept_epoch": KeptEpoch,
+    "segmenter_encoder": SegmenterEncoder,
+    "threshold_method": ThresholdMethod,
 }
 
 
 def check_recipe(cfg: PipelineConfig) -> None:
     """A misspelt backbone or recipe choice fails when the config is made, not mid-run."""
-    for name, allowed in _CHOICES.items():
+    for name, choices in _CHOICES.items():
+        allowed = values(choices)
         if getattr(cfg, name) not in allowed:
             raise ValueError(
                 f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}"
@@ -43,7 +55,7 @@ def check_recipe(cfg: PipelineConfig) -> None:
         raise ValueError("epochs, head_epochs and warmup_epochs must be >= 0")
     if cfg.epochs + cfg.head_epochs < 1:
         raise ValueError("epochs + head_epochs must be at least 1")
-    if cfg.roi and cfg.segmenter_encoder != "unet" and cfg.segmenter_size % 32:
+    if cfg.roi and cfg.segmenter_encoder != SegmenterEncoder.UNET and cfg.segmenter_size % 32:
         raise ValueError(
             f"segmenter_encoder {cfg.segmenter_encoder} needs segmenter_size a multiple of 32, "
             f"got {cfg.segmenter_size}"

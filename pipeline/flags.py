@@ -7,6 +7,14 @@ import argparse
 
 from modules import contract as C
 from modules.backbones import BACKBONES
+from modules.options import (
+    KeptEpoch,
+    Optimizer,
+    Schedule,
+    SegmenterEncoder,
+    ThresholdMethod,
+    values,
+)
 from pipeline.config import PROFILES, RECIPE_FIELDS, PipelineConfig, profile
 
 
@@ -50,9 +58,9 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         + "; ".join(f"{b.name}: {b.weights_help}" for b in BACKBONES.values()),
     )
     recipe = p.add_argument_group("training recipe (modules/recipe.py)")
-    recipe.add_argument("--optimizer", choices=["nadam", "adamw"])
+    recipe.add_argument("--optimizer", choices=values(Optimizer))
     recipe.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay")
-    recipe.add_argument("--schedule", choices=["constant", "cosine"])
+    recipe.add_argument("--schedule", choices=values(Schedule))
     recipe.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up")
     recipe.add_argument(
         "--head-epochs", type=int, help="epochs training only the head before --epochs"
@@ -75,13 +83,13 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     )
     recipe.add_argument(
         "--kept-epoch",
-        choices=["last", "best_eval_auc"],
+        choices=values(KeptEpoch),
         help="export the last epoch's weights or those of the best eval-AUC epoch",
     )
     recipe.add_argument("--head-dropout", type=float)
     p.add_argument(
         "--threshold-method",
-        choices=["empirical", "bootstrap", "logit_normal"],
+        choices=values(ThresholdMethod),
         help="how the operating threshold is read off the eval split",
     )
     p.add_argument(
@@ -107,7 +115,7 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--segmenter-epochs", type=int)
     p.add_argument(
         "--segmenter-encoder",
-        choices=["unet", "efficientnet-lite0"],
+        choices=values(SegmenterEncoder),
         help="the lesion segmenter's encoder: a U-Net from random init, or ImageNet-pretrained "
         "Lite0 stages (offline; segmenter size a multiple of 32)",
     )

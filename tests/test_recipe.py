@@ -72,7 +72,7 @@ def test_the_best_eval_epoch_is_the_one_kept():
     keras.utils.set_random_seed(1)
     train, labels = data()
     model = tiny_model()
-    fit = R.fit_classifier(model, plan(), train, train, labels, seed=1, callbacks=[WorseFrom(2)])
+    fit = R.fit_classifier(model, plan(), train, train, labels, callbacks=[WorseFrom(2)])
     aucs = fit.history["eval_auc"]
     assert aucs[2] < max(aucs[:2]), aucs  # the sabotaged epoch scored worse
     assert fit.kept_epoch == 1 + int(np.argmax(aucs[:2])), (fit.kept_epoch, aucs)
@@ -83,7 +83,7 @@ def test_the_best_eval_epoch_is_the_one_kept():
 def test_the_last_epoch_is_kept_when_asked():
     train, labels = data()
     model = tiny_model()
-    fit = R.fit_classifier(model, plan(epochs=2, kept_epoch="last"), train, train, labels, 1)
+    fit = R.fit_classifier(model, plan(epochs=2, kept_epoch="last"), train, train, labels)
     assert fit.kept_epoch == 2 and len(fit.history["loss"]) == 2
 
 
@@ -92,7 +92,7 @@ def test_kept_epoch_counts_head_epochs_too():
     train, labels = data()
     model = tiny_model()
     fit = R.fit_classifier(
-        model, plan(epochs=2, head_epochs=2), train, train, labels, 1, [WorseFrom(3)]
+        model, plan(epochs=2, head_epochs=2), train, train, labels, [WorseFrom(3)]
     )
     aucs = fit.history["eval_auc"]
     assert len(aucs) == 4 and aucs[3] < max(aucs[:3]), aucs
@@ -105,10 +105,10 @@ def test_head_epochs_train_only_the_head_and_frozen_bn_keeps_its_statistics():
     stem = model.get_layer("stem_conv").get_weights()[0].copy()
     bn = [w.copy() for w in model.get_layer("stem_bn").get_weights()]
     head = model.get_layer(M.LOGITS_LAYER).get_weights()[0].copy()
-    R.fit_classifier(model, plan(epochs=0, head_epochs=2), train, train, labels, seed=1)
+    R.fit_classifier(model, plan(epochs=0, head_epochs=2), train, train, labels)
     np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0], stem)
     assert not np.array_equal(model.get_layer(M.LOGITS_LAYER).get_weights()[0], head)
-    R.fit_classifier(model, plan(epochs=1, head_epochs=0), train, train, labels, seed=1)
+    R.fit_classifier(model, plan(epochs=1, head_epochs=0), train, train, labels)
     assert not np.array_equal(model.get_layer("stem_conv").get_weights()[0], stem)
     for before, after in zip(bn, model.get_layer("stem_bn").get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # frozen: gamma, beta, mean, variance

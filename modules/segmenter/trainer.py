@@ -19,7 +19,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 
 from modules import contract as C
-from modules.options import SegmenterOptions, from_custom_config
+from modules.options import SegmenterEncoder, SegmenterOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.training import Progress, transformed_records
 from modules.transform import decode_images, decode_masks
@@ -70,7 +70,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(opts.seed)
     train_ds = segmentation_dataset(fn_args.train_files, opts, shuffle_seed=opts.seed)
     eval_ds = segmentation_dataset(fn_args.eval_files, opts)
-    if opts.encoder == "efficientnet-lite0":
+    if opts.encoder == SegmenterEncoder.EFFICIENTNET_LITE0:
         model = S.build_lite0_segmenter(
             opts.image_size, opts.segmenter_size, opts.width, opts.encoder_weights
         )
