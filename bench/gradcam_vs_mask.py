@@ -39,6 +39,7 @@ from PIL import Image
 from bench.serving_latency import record_files, resolve_model_dir
 from lesionlens.pointing import score
 from modules import contract as C
+from modules.raw_examples import without_mask
 
 BATCH = 16
 
@@ -57,7 +58,7 @@ def evaluate(model_dir: str, files: Sequence[str], with_masks: bool = True) -> l
     rows = []
     batches = tf.data.TFRecordDataset(list(files), compression_type=compression).batch(BATCH)
     for batch in batches:
-        request = batch if with_masks else tf.constant([C.without_mask(r) for r in batch.numpy()])
+        request = batch if with_masks else tf.constant([without_mask(r) for r in batch.numpy()])
         out = predict(**{C.EXAMPLES: request})
         for i, raw in enumerate(batch.numpy()):
             example = tf.train.Example.FromString(raw)

@@ -48,6 +48,8 @@ import tf_keras as keras
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from modules import contract as C
+from modules import image_io
+from modules.raw_examples import build_raw_example, without_mask
 from modules.transform import decode_images
 from serving.dev.server import serve
 from serving.versions import newest_version
@@ -117,12 +119,14 @@ def _synthetic_examples(n: int) -> list[bytes]:
     examples = []
     with tempfile.TemporaryDirectory() as tmp:
         synth.generate(tmp, "busi", n=max(1, n // 3 + 1), size=560, seed=0)
-        images = sorted(p for p in Path(tmp).glob("*/*.png") if not C.mask_stem(p.name))
+        images = sorted(p for p in Path(tmp).glob("*/*.png") if not image_io.mask_stem(p.name))
         for i, path in enumerate(images[:n]):
-            masks = C.sibling_masks(str(path))
-            mask = C.encode_mask(C.mask_union(masks, lambda p: Path(p).read_bytes(), None))
+            masks = image_io.sibling_masks(str(path))
+            mask = image_io.encode_mask(
+                image_io.mask_union(masks, lambda p: Path(p).read_bytes(), None)
+            )
             examples.append(
-                C.build_raw_example(
+                build_raw_example(
                     path.read_bytes(),
                     mask,
                     label=C.LABELS[path.parent.name],
@@ -196,7 +200,7 @@ def make_batches(
         batch = [pool[(k * batch_size + j) % len(pool)] for j in range(batch_size)]
         arr = np.array(batch, dtype=object)
         examples.append(arr)
-        bare.append(np.array([C.without_mask(r) for r in batch], dtype=object))
+        bare.append(np.array([without_mask(r) for r in batch], dtype=object))
         transformed = transform(examples=tf.constant(arr))
         images.append(decode_images(transformed["image"], image_size))
     return Batches(batch_size, examples, images, bare)

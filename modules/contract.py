@@ -1,14 +1,16 @@
-"""The facts every stage shares, defined once: ingestion writes them, Transform and the
-Trainer read them, the exported signatures answer with them, clients, bench and tests check
-them. Plain Python (no TensorFlow, Beam or Pillow at import), so a thin client can use it.
+"""The names every stage shares, defined once: feature names and kinds, the pixel budget,
+splits and file names, classes and label ids, signature, input and output names, metric
+names. Ingestion writes them, Transform and the Trainer read them, the exported signatures
+answer with them, clients, bench and tests check them. Plain Python with no third-party
+import, so a thin client can use it. Reading images and masks is modules/image_io.py;
+building the raw tf.Example, modules/raw_examples.py.
 
 The design brief's tables are the source; change a name here and every stage follows.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 # --------------------------------------------------------------------------- raw tf.Example
 
@@ -180,153 +182,3 @@ METRICS: dict[str, str] = {
 }
 METRIC_NAMES = tuple(METRICS.values())
 RATE_METRICS = tuple(m for m in METRIC_NAMES if m != "example_count")
-
-# --------------------------------------------------------------------------- masks
-
-# BUSI's rule: "NAME_mask.png", "NAME_mask_1.png", ... belong to image "NAME.<ext>".
-MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?\.png$", re.IGNORECASE)
-
-
-def mask_stem(filename: str) -> str | None:
-    """The image stem a mask file belongs to, or None when `filename` is not a mask."""
-    m = MASK_RE.match(filename)
-    return m["stem"] if m else None
-
-
-def mask_order(filename: str) -> int:
-    """0 for NAME_mask.png, k for NAME_mask_k.png (masks are unioned in this order)."""
-    m = MASK_RE.match(filename)
-    return int(m["k"] or 0) if m else -1
-
-
-def sibling_masks(image_path: str) -> list[str]:
-    """The mask files of an image in its folder (BUSI layout), in union order."""
-    import os
-
-    folder, name = os.path.split(image_path)
-    stem = os.path.splitext(name)[0]
-    found = [f for f in os.listdir(folder or ".") if mask_stem(f) == stem]
-    return [os.path.join(folder, f) for f in sorted(found, key=mask_order)]
-
-
-def open_image(
-    path: str,
-    data: bytes,
-    what: str,
-    max_pixels: int | None = None,
-    size: tuple[int, int] | None = None,
-    decode: bool = True,
-):
-    """A fully decoded Pillow image; ValueError naming the file when it is empty, not an
-    image, truncated, or (checked from the header, before decoding) above `max_pixels` or
-    not of `size` (width, height). `decode=False` checks a PNG's chunks and checksums
-    without inflating it (40x cheaper; the model decodes it anyway) and returns it unloaded."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise ValueError(f"{path}: empty {what} file")
-    try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not a readable image ({what})") from None
-    except Image.DecompressionBombError as e:  # Pillow's own limit, far above ours
-        raise ValueError(f"{path}: {what} is above the pixel budget of {max_pixels}: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable or truncated {what}: {e}") from None
-    if max_pixels is not None and img.width * img.height > max_pixels:
-        raise ValueError(
-            f"{path}: {what} is {img.width}x{img.height} pixels, above the pixel budget of "
-            f"{max_pixels}"
-        )
-    if size is not None and img.size != tuple(size):
-        raise ValueError(
-            f"{path}: {what} size {img.width}x{img.height} differs from image size "
-            f"{size[0]}x{size[1]}"
-        )
-    try:
-        if decode or img.format != "PNG":
-            img.load()
-        else:
-            img.verify()  # the object is unusable afterwards: reopen the header
-            img = Image.open(io.BytesIO(data))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: unreadable or truncated {what}: {e}") from None
-    return img
-
-
-def mask_union(paths: list[str], read: Callable[[str], bytes], size: tuple[int, int] | None):
-    """Logical OR (bool [H, W]) of the masks: > 0 is lesion, whatever the pixel mode.
-
-    `size` = (width, height) of the image the masks belong to (None: the first mask's).
-    Raises ValueError naming the mask file that is unreadable or of another size.
-    """
-    import numpy as np
-
-    union = None
-    for path in paths:
-        img = open_image(path, read(path), "mask", size=size)
-        size = size or img.size
-        pixels = np.asarray(img.convert("L")) > 0
-        union = pixels if union is None else union | pixels
-    if union is None:
-        raise ValueError("no mask files given")
-    return union
-
-
-def encode_mask(union) -> bytes:
-    """The `mask` feature: a single-channel PNG, 255 = lesion."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(union, dtype=np.uint8) * 255, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- builder
-
-
-def build_raw_example(
-    image: bytes,
-    mask: bytes = b"",
-    *,
-    label: int | None = None,
-    modality: str | bytes = "",
-    dataset: str | bytes = "",
-    image_id: str | bytes = "",
-    group_id: str | bytes = "",
-) -> bytes:
-    """A serialized raw tf.Example of the contract. `label` is left out when None (unknown at
-    inference; the serving signatures do not need it)."""
-    from tensorflow.core.example import example_pb2, feature_pb2
-
-    def b(value: str | bytes) -> feature_pb2.Feature:
-        raw = value.encode() if isinstance(value, str) else bytes(value)
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[raw]))
-
-    feats = {
-        IMAGE: b(image),
-        MASK: b(mask or b""),
-        MODALITY: b(modality),
-        DATASET: b(dataset),
-        IMAGE_ID: b(image_id),
-        GROUP_ID: b(group_id),
-    }
-    if label is not None:
-        feats[LABEL] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(label)]))
-    example = example_pb2.Example(features=feature_pb2.Features(feature=feats))
-    return example.SerializeToString(deterministic=True)  # same bytes in every process
-
-
-def without_mask(record: bytes) -> bytes:
-    """A serialized raw Example with its mask emptied: what a client without the
-    radiologist's mask sends."""
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example.FromString(record)
-    example.features.feature[MASK].bytes_list.value[:] = [b""]
-    return example.SerializeToString()

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from modules import contract as C
+from modules.raw_examples import build_raw_example
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -30,7 +31,7 @@ def warmup_logs(images: np.ndarray, model_name: str) -> list[prediction_log_pb2.
     square = np.zeros((side, side), np.uint8)
     square[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 255
     mask = _png(square[..., None])
-    examples = [C.build_raw_example(p) for p in pngs]
+    examples = [build_raw_example(p) for p in pngs]
     requests = [
         (C.SERVING_DEFAULT, {C.EXAMPLES: examples}),
         (C.PREDICT_ONLY, {C.EXAMPLES: examples}),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from modules import contract as C
+from modules import image_io
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -140,19 +141,19 @@ def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 def is_mask_file(path: Path) -> bool:
     """Lesion masks by ingestion's rule (``NAME_mask.png``, ``NAME_mask_1.png``) are not inputs."""
-    return C.mask_stem(path.name) is not None
+    return image_io.mask_stem(path.name) is not None
 
 
 def sibling_mask(image_path: Path, size: tuple[int, int]) -> tuple[bytes, str | None]:
     """The union of the image's masks beside it, as ingestion writes it, or (b"", None)."""
-    candidates = C.sibling_masks(str(image_path))
+    candidates = image_io.sibling_masks(str(image_path))
     if not candidates:
         return b"", None
     try:
-        union = C.mask_union(candidates, lambda p: Path(p).read_bytes(), size)
+        union = image_io.mask_union(candidates, lambda p: Path(p).read_bytes(), size)
     except ValueError as error:
         raise OSError(str(error)) from None
-    return C.encode_mask(union), ",".join(candidates)
+    return image_io.encode_mask(union), ",".join(candidates)
 
 
 def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item:

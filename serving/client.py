@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from modules import contract as C
+from modules.raw_examples import build_raw_example
 from serving import rest_json
 from serving.errors import (
     InvalidRequestError,
@@ -146,7 +147,7 @@ class _BaseClient:
         else:
             features = {k: v for k, v in self.example_features.items() if k != C.IMAGE_ID}
             examples = [
-                C.build_raw_example(image, mask, image_id=image_id, **features)
+                build_raw_example(image, mask, image_id=image_id, **features)
                 for image, mask, image_id in zip(images, masks, ids, strict=True)
             ]
             inputs = {C.EXAMPLES: np.array(examples, dtype=object)}

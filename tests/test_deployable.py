@@ -13,6 +13,7 @@ from conftest import read_raw_examples
 from PIL import Image
 
 from modules import contract as C
+from modules.raw_examples import without_mask
 from pipeline.local import metadata_connection
 from pipeline.results import latest_results
 
@@ -24,12 +25,6 @@ def served(demo_pipeline):
 
 def field(record: bytes, name: str) -> bytes:
     return tf.train.Example.FromString(record).features.feature[name].bytes_list.value[0]
-
-
-def without_mask(record: bytes) -> bytes:
-    ex = tf.train.Example.FromString(record)
-    ex.features.feature[C.MASK].bytes_list.value[:] = [b""]
-    return ex.SerializeToString()
 
 
 def small(mask_png: bytes) -> np.ndarray:

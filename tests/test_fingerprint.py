@@ -58,6 +58,13 @@ def test_editing_the_contract_reruns_every_step_that_runs_project_code(tree):
     assert changed_steps(tree, "modules/contract.py") == code_steps
 
 
+def test_editing_image_io_leaves_transform_and_both_trainers_cached(tree):
+    # image I/O is apart from the contract: the steps that only read names do not rerun
+    changed = changed_steps(tree, "modules/image_io.py")
+    assert "BootstrapIntervals" in changed  # it encodes the blank mask of its requests
+    assert not changed & {"Transform", "segmenter_trainer", "Trainer"}
+
+
 def test_imports_followed_relative_in_functions_and_through_packages(tmp_path):
     (tmp_path / "modules" / "pkg").mkdir(parents=True)
     files = {

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from modules import contract as C
+from modules import image_io
 from modules.intervals import mask_shape
+from modules.raw_examples import build_raw_example, without_mask
 
 SIDE = 96
 
@@ -75,7 +77,7 @@ def test_an_empty_mask_is_a_vanishing_disc():
 
 def test_masks_round_trip_through_the_records_png():
     d = disc(20)
-    assert (mask_shape.mask_from_png(C.encode_mask(d)) == d).all()
+    assert (mask_shape.mask_from_png(image_io.encode_mask(d)) == d).all()
     assert mask_shape.mask_from_png(b"") is None
 
 
@@ -172,9 +174,9 @@ def test_decision_scores_cross_one_half_at_the_threshold_and_keep_the_order():
 def _records(split: str, seed: int, n_b: int, n_m: int) -> list[bytes]:
     """Raw records of `_shapes`: a black PNG image with each shape as its mask."""
     masks, labels = _shapes(n_b, n_m, seed)
-    image = C.encode_mask(np.zeros((SIDE, SIDE), bool))  # any PNG of the mask's size
+    image = image_io.encode_mask(np.zeros((SIDE, SIDE), bool))  # any PNG of the mask's size
     return [
-        C.build_raw_example(image, C.encode_mask(m), label=int(y), image_id=f"{split}/{i:02d}")
+        build_raw_example(image, image_io.encode_mask(m), label=int(y), image_id=f"{split}/{i:02d}")
         for i, (m, y) in enumerate(zip(masks, labels, strict=True))
     ]
 
@@ -195,7 +197,7 @@ def test_report_from_records_fits_on_train_and_answers_in_image_id_order():
     assert "oracle_24px" not in report and "predicted" not in report  # no segmenter
     called = np.array(scores["oracle"]) > 0.5
     assert called.tolist() == [False] * 8 + [True] * 6  # ids test/00..13: 8 discs, 6 stars
-    no_masks = {s: [C.without_mask(r) for r in rs] for s, rs in splits.items()}
+    no_masks = {s: [without_mask(r) for r in rs] for s, rs in splits.items()}
     assert mask_shape_report(no_masks, info, 200, 42, 0.95) is None
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 from lesionlens.cli import main
 from lesionlens.score import gallery
 from modules import contract as C
+from modules import image_io
+from modules.raw_examples import build_raw_example
 from serving import overlay
 
 HOSTILE = '"><img src=x onerror=alert(1)>.png'  # a file name that is also HTML
@@ -90,11 +92,13 @@ def test_every_good_image_scored_as_serving_default_scores_it(model, source, dir
     examples = []
     for image_id in good:
         path = src / image_id
-        masks, mask = C.sibling_masks(str(path)), b""
+        masks, mask = image_io.sibling_masks(str(path)), b""
         if masks:
             size = Image.open(path).size
-            mask = C.encode_mask(C.mask_union(masks, lambda p: open(p, "rb").read(), size))
-        examples.append(C.build_raw_example(path.read_bytes(), mask))
+            mask = image_io.encode_mask(
+                image_io.mask_union(masks, lambda p: open(p, "rb").read(), size)
+            )
+        examples.append(build_raw_example(path.read_bytes(), mask))
     want = served(loaded, examples)
     got = np.array([rows[i]["probabilities"] for i in good])
     np.testing.assert_allclose(got, want[C.PROBABILITIES], atol=1e-5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from modules.contract import LABELS, LAYOUT_CLASSES, mask_order, mask_stem
+from modules.contract import LABELS, LAYOUT_CLASSES
+from modules.image_io import mask_order, mask_stem
 
 MRI_SPLIT_FOLDERS = ("train", "validation", "test")  # the Kaggle MRI set's own folders
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

@@ -9,7 +9,8 @@ import imagehash
 from PIL import Image
 
 from lesionlens.ingest.layouts import Candidate
-from modules import contract as C
+from modules import image_io
+from modules.raw_examples import build_raw_example
 
 KEEP_FORMATS = {"PNG", "JPEG"}
 KEEP_MODES = {"L", "LA", "RGB", "RGBA"}
@@ -35,7 +36,7 @@ class Record:
 
 def _open(path: str, data: bytes, what: str, max_pixels: int, decode: bool) -> Image.Image:
     try:
-        return C.open_image(path, data, what, max_pixels, decode=decode)
+        return image_io.open_image(path, data, what, max_pixels, decode=decode)
     except ValueError as e:
         raise BadInput(str(e)) from None
 
@@ -71,7 +72,7 @@ def read_record(
     mask_bytes = b""
     if c.mask_paths:
         try:
-            mask_bytes = C.encode_mask(C.mask_union(c.mask_paths, reader, img.size))
+            mask_bytes = image_io.encode_mask(image_io.mask_union(c.mask_paths, reader, img.size))
         except ValueError as e:
             raise BadInput(f"{e} ({c.path})") from None
     phash = str(imagehash.phash(img.convert("L"))) if fingerprint else ""
@@ -80,7 +81,7 @@ def read_record(
 
 def to_example(rec: Record, modality: str, dataset: str, group_id: str) -> bytes:
     """Serializes the raw tf.Example contract of the design brief."""
-    return C.build_raw_example(
+    return build_raw_example(
         rec.image,
         rec.mask,
         label=rec.label,

@@ -24,6 +24,7 @@ import numpy as np
 
 from lesionlens.report.grid import Variant, profile_config, result_path
 from modules import contract as C
+from modules.raw_examples import without_mask
 
 GALLERY_PER_KIND = 2  # true positives, false negatives, false positives (malignant)
 TIMED_IMAGES = 16
@@ -67,7 +68,7 @@ def gallery(model, records: dict[str, bytes], per_image: dict, folder: str) -> l
             image_id = per_image["image_id"][i]
             record = records[image_id]
             answer = model.signatures[C.SERVING_DEFAULT](
-                **{C.EXAMPLES: tf.constant([C.without_mask(record)])}
+                **{C.EXAMPLES: tf.constant([without_mask(record)])}
             )
             png = overlay_png(
                 _feature(record, C.IMAGE),
@@ -87,7 +88,7 @@ def inference_seconds(model, records: list[bytes]) -> float:
     import tensorflow as tf
 
     predict = model.signatures[C.SERVING_DEFAULT]
-    batches = [tf.constant([C.without_mask(r)]) for r in records[:TIMED_IMAGES]]
+    batches = [tf.constant([without_mask(r)]) for r in records[:TIMED_IMAGES]]
     for b in batches[:2]:
         predict(**{C.EXAMPLES: b})
     times = []

@@ -18,6 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from lesionlens.ingest import layouts, records
 from modules import contract as C
+from modules import image_io
+from modules.raw_examples import build_raw_example
 
 TFRECORD_MARKERS = (".tfrecord", ".tfrecords")
 
@@ -74,7 +76,7 @@ def _image_candidates(
     images = []
     for path in paths:
         folder, name = os.path.split(path)
-        stem = C.mask_stem(name)
+        stem = image_io.mask_stem(name)
         if stem is not None:
             masks.setdefault((folder, stem), []).append(path)
         elif os.path.splitext(name)[1].lower() in layouts.IMAGE_EXTENSIONS:
@@ -82,7 +84,7 @@ def _image_candidates(
     out = []
     for path in images:
         folder, name = os.path.split(path)
-        found = sorted(masks.pop((folder, os.path.splitext(name)[0]), []), key=C.mask_order)
+        found = sorted(masks.pop((folder, os.path.splitext(name)[0]), []), key=image_io.mask_order)
         image_id = os.path.relpath(path, root) if root and "://" not in path else path
         if root and "://" in path:
             image_id = path[len(root.rstrip("/")) + 1 :]
@@ -109,7 +111,7 @@ def _listed_candidates(listing: str) -> list[layouts.Candidate]:
     out = []
     for path in paths:
         folder = os.path.dirname(path) or "."
-        masks = C.sibling_masks(path) if "://" not in path and os.path.isdir(folder) else []
+        masks = image_io.sibling_masks(path) if "://" not in path and os.path.isdir(folder) else []
         out.append(_candidate(path, path, masks))
     return out
 
@@ -165,7 +167,7 @@ def read_image(c: layouts.Candidate, max_pixels: int):
     except Exception as e:
         return REJECTED, c.path, f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
     label = rec.label if rec.label >= 0 else None
-    example = C.build_raw_example(rec.image, rec.mask, label=label, image_id=rec.image_id)
+    example = build_raw_example(rec.image, rec.mask, label=label, image_id=rec.image_id)
     return OK, c.path, c.class_name, example
 
 
@@ -224,10 +226,10 @@ def _check_record(raw: bytes, where: str, max_pixels: int, example_pb2):
         if C.IMAGE not in feats or not feats[C.IMAGE].bytes_list.value:
             raise ValueError(f"{where}: no `{C.IMAGE}` feature")
         data = feats[C.IMAGE].bytes_list.value[0]
-        image = C.open_image(where, data, "image", max_pixels, decode=False)
+        image = image_io.open_image(where, data, "image", max_pixels, decode=False)
         mask = (feats[C.MASK].bytes_list.value or [b""])[0] if C.MASK in feats else b""
         if mask:
-            C.open_image(where, mask, "mask", size=image.size, decode=False)
+            image_io.open_image(where, mask, "mask", size=image.size, decode=False)
         if not (feats[C.IMAGE_ID].bytes_list.value or [b""])[0]:
             feats[C.IMAGE_ID].bytes_list.value[:] = [where.encode()]
             raw = example.SerializeToString(deterministic=True)

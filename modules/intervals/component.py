@@ -25,6 +25,7 @@ from tfx.types.artifact import Artifact
 from tfx.utils import path_utils
 
 from modules import contract as C
+from modules import image_io
 from modules.calibration import expected_calibration_error, uncalibrated
 from modules.intervals import mask_shape
 from modules.intervals.bootstrap import slice_intervals
@@ -191,7 +192,7 @@ def served_small_masks(records: list[bytes], segmenter_size: int, max_pixels: in
     from modules.transform import prepare_images
 
     spec = {C.MASK: tf.io.FixedLenFeature([], tf.string)}
-    blank = tf.constant(C.encode_mask(np.zeros([1, 1], bool)))
+    blank = tf.constant(image_io.encode_mask(np.zeros([1, 1], bool)))
     out = []
     for start in range(0, len(records), BATCH):
         masks = tf.io.parse_example(tf.constant(records[start : start + BATCH]), spec)[C.MASK]

@@ -1,4 +1,5 @@
-"""The dev server's core: find, load and run a pushed SavedModel the way TF Serving does.
+"""The dev server's core: find, load and run the versions of a pushed SavedModel (and load a
+newer one when asked), and answer their status and metadata, the way TF Serving does.
 
 Why a module of its own: the gRPC and REST front ends must give the same answers and the same
 errors, so both hand plain numpy arrays to one `ModelStore`, and TF Serving's status codes and
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.versions import is_saved_model, model_versions
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # TF Serving's default
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
+SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving answers
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -342,3 +344,34 @@ class ModelStore:
             entry.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
             entry.status.SetInParent()  # error_code OK, error_message "" (TF Serving prints both)
         return response
+
+
+def spec_choice(model_spec: Any) -> tuple[int | None, str | None]:
+    """(version, version_label) of a ModelSpec proto; at most one is set (a oneof)."""
+    choice = model_spec.WhichOneof("version_choice")
+    if choice == "version":
+        return model_spec.version.value, None
+    if choice == "version_label":
+        return None, model_spec.version_label or None
+    return None, None
+
+
+def metadata_response(store: ModelStore, request: Any) -> Any:
+    """GetModelMetadata (gRPC, and REST's ``/metadata``): TF Serving's validation order and
+    SignatureDefMap packing."""
+    if not request.HasField("model_spec"):
+        raise _invalid("Missing ModelSpec")
+    if not request.metadata_field:
+        raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+        if field != SIGNATURE_DEF_FIELD:
+            raise _invalid(f"Metadata field {field} is not supported")
+    servable = store.get(request.model_spec.name, *spec_choice(request.model_spec))
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, signature in servable.signature_defs.items():
+        signature_map.signature_def[name].CopyFrom(signature)
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+    return response
