@@ -76,6 +76,13 @@ class TrainRoi(str, enum.Enum):
     PREDICTED = "predicted"  # the segmenter's mask, as the served model computes it
 
 
+class RoiMode(str, enum.Enum):
+    """What the ROI does to the image (with ROI on)."""
+
+    MASK = "mask"  # image x mask (the paper): the lesion is a small patch of the frame
+    CROP = "crop"  # the mask's box + margin resized to the input: the lesion fills the frame
+
+
 def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
     """`cls(**custom_config)`, with an error that lists missing and unknown keys."""
     given = dict(custom_config or {})
@@ -93,6 +100,8 @@ def from_custom_config(cls: type[T], custom_config: dict[str, Any] | None) -> T:
 class TransformOptions:
     image_size: int
     roi: bool
+    roi_mode: str  # a RoiMode value
+    roi_margin: float  # crop: the box widened by this x its longer side on each side
     segmenter_size: int  # 0: no segmenter (ROI off); else the lesion_mask feature's side
     max_pixels: int  # pixel budget of one decoded image (checked from its header)
     code: str  # fingerprint of the code this step runs (pipeline/fingerprint.py): cache key
@@ -102,6 +111,8 @@ class TransformOptions:
 class TrainerOptions:
     image_size: int
     roi: bool
+    roi_mode: str
+    roi_margin: float
     max_pixels: int
     batch_size: int
     epochs: int

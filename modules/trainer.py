@@ -17,11 +17,11 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from modules import calibration, recipe
+from modules import calibration, recipe, roi_crop
 from modules import contract as C
 from modules import model as M
 from modules.backbones import backbone
-from modules.options import OperatingPoint, TrainerOptions, from_custom_config
+from modules.options import OperatingPoint, RoiMode, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
 from modules.training import transformed_records
@@ -127,6 +127,7 @@ def _serving_signatures(
     cam = M.GradCam(model)
     post = S.postprocess_of(opts)
     mask_size = opts.segmenter_size or C.ROI_MASK_SIZE
+    crop_margin = opts.roi_margin if RoiMode(opts.roi_mode) == RoiMode.CROP else None
     serving_spec = {
         C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
         C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
@@ -145,10 +146,13 @@ def _serving_signatures(
             return S.choose_roi(None, post, images, images, given, _no_masks(images))
         full = decode_images(transformed[C.FULL_IMAGE], opts.image_size)
         masks = decode_masks(transformed[C.LESION_MASK], mask_size)
-        return S.choose_roi(segmenter, post, images, full, given, masks)
+        return S.choose_roi(segmenter, post, images, full, given, masks, crop_margin)
 
-    def answer(predict, images, source, roi_mask):
-        return {**predict(cam, images, decision), C.ROI_SOURCE: source, C.ROI_MASK: roi_mask}
+    def answer(predict, images, source, roi_mask, boxes):
+        outputs = predict(cam, images, decision)
+        if crop_margin is not None and C.GRADCAM in outputs:  # the crop's map, placed
+            outputs[C.GRADCAM] = roi_crop.to_whole_frame(outputs[C.GRADCAM], boxes)
+        return {**outputs, C.ROI_SOURCE: source, C.ROI_MASK: roi_mask}
 
     examples = tf.TensorSpec([None], tf.string, name=C.EXAMPLES)
 
@@ -173,13 +177,21 @@ def _serving_signatures(
     )
     def serve_images(image_bytes, mask_bytes):
         prepared = prepare_images(
-            image_bytes, mask_bytes, opts.image_size, opts.roi, opts.max_pixels, mask_size
+            image_bytes,
+            mask_bytes,
+            opts.image_size,
+            opts.roi,
+            opts.max_pixels,
+            mask_size,
+            opts.roi_mode,
+            opts.roi_margin,
         )
         roi = tf.cast(prepared.image, tf.float32)
         full = tf.cast(prepared.full_image, tf.float32)
         given = tf.strings.length(mask_bytes) > 0
         return answer(
-            M.predict_with_gradcam, *S.choose_roi(segmenter, post, roi, full, given, prepared.mask)
+            M.predict_with_gradcam,
+            *S.choose_roi(segmenter, post, roi, full, given, prepared.mask, crop_margin),
         )
 
     raw_spec = tf_transform_output.raw_feature_spec()

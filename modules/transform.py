@@ -11,22 +11,38 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from modules import contract as C
-from modules import safe_decode
-from modules.options import TransformOptions, from_custom_config
+from modules import roi_crop, safe_decode
+from modules.options import RoiMode, TransformOptions, from_custom_config
 
 
 class Prepared(NamedTuple):
     """One decoded example (or a batch of them, with a leading dimension)."""
 
-    image: tf.Tensor  # uint8 [S, S, 3]: the ROI image (image x mask) or the whole image
+    image: tf.Tensor  # uint8 [S, S, 3]: the ROI image (image x mask, or the crop around the
+    # mask with `roi_mode="crop"`) or the whole image
     has_mask: tf.Tensor  # int64: 1 when a non-empty mask came with it (and was applied)
     full_image: tf.Tensor  # uint8 [S, S, 3]: the whole image, no ROI
     mask: tf.Tensor  # uint8 [m, m]: the given mask at `mask_size`, 1 = lesion; 0 when none
 
 
 def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return _as_uint8(tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear"))
+
+
+def _as_uint8(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def _roi_image(
+    image: tf.Tensor, mask: tf.Tensor, small: tf.Tensor, size: int, roi_mode: str, margin: float
+) -> tf.Tensor:
+    """uint8 [H, W, 3] x bool [H, W, 1] (non-empty) -> the ROI image, uint8 [size, size, 3].
+    The crop's box comes from the mask at `mask_size` (`small`), as in the served graph, so
+    the box a request's `roi_mask` shows is the one cropped."""
+    if RoiMode(roi_mode) == RoiMode.CROP:
+        box = roi_crop.mask_boxes(small[None], margin)
+        return _as_uint8(roi_crop.crop(image[None], box, size)[0])
+    return _resize(image * tf.cast(mask, image.dtype), size)
 
 
 def prepare_image(
@@ -36,11 +52,14 @@ def prepare_image(
     roi: bool,
     max_pixels: int,
     mask_size: int = C.ROI_MASK_SIZE,
+    roi_mode: str = RoiMode.MASK,
+    roi_margin: float = 0.0,
 ) -> Prepared:
     """ROI = image x mask at the original resolution, then a bilinear resize (the paper's
-    order); an empty mask string (MRI, or a request without one) or an empty mask image
-    leaves the image unchanged. Image and mask above `max_pixels` (by their headers) fail
-    before they are decoded, and so does a mask of another size than its image.
+    order), or with `roi_mode="crop"` the mask's box (modules/roi_crop.py) cropped from the
+    original image; an empty mask string (MRI, or a request without one) or an empty mask
+    image leaves the image unchanged. Image and mask above `max_pixels` (by their headers)
+    fail before they are decoded, and so does a mask of another size than its image.
     """
     image = safe_decode.decode(image_bytes, 3, max_pixels, "image")
     no_mask = tf.zeros([tf.shape(image)[0], tf.shape(image)[1], 1], tf.bool)
@@ -56,14 +75,21 @@ def prepare_image(
 
     mask = tf.cond(tf.strings.length(mask_bytes) > 0, given_mask, lambda: no_mask)
     nonempty = tf.reduce_any(mask)
-    masked = image * tf.cast(mask, image.dtype) if roi else image
-    roi_image = tf.cond(nonempty, lambda: masked, lambda: image)
+    whole = _resize(image, size)
     small = tf.image.resize(tf.cast(mask, tf.float32), [mask_size, mask_size], method="area")
+    small = tf.cast(small[..., 0] >= 0.5, tf.uint8)
+    roi_image = whole
+    if roi:
+        roi_image = tf.cond(
+            nonempty,
+            lambda: _roi_image(image, mask, small, size, roi_mode, roi_margin),
+            lambda: whole,
+        )
     return Prepared(
-        image=tf.ensure_shape(_resize(roi_image, size), [size, size, 3]),
+        image=tf.ensure_shape(roi_image, [size, size, 3]),
         has_mask=tf.cast(nonempty, tf.int64),
-        full_image=tf.ensure_shape(_resize(image, size), [size, size, 3]),
-        mask=tf.cast(small[..., 0] >= 0.5, tf.uint8),
+        full_image=tf.ensure_shape(whole, [size, size, 3]),
+        mask=small,
     )
 
 
@@ -74,13 +100,19 @@ def prepare_images(
     roi: bool,
     max_pixels: int,
     mask_size: int = C.ROI_MASK_SIZE,
+    roi_mode: str = RoiMode.MASK,
+    roi_margin: float = 0.0,
 ) -> Prepared:
     """Batch version of `prepare_image`: [B] encoded images and masks -> [B, ...] each."""
     pixels = tf.TensorSpec([size, size, 3], tf.uint8)
     return Prepared(
         *tf.map_fn(
             tf.autograph.experimental.do_not_convert(
-                lambda x: tuple(prepare_image(x[0], x[1], size, roi, max_pixels, mask_size))
+                lambda x: tuple(
+                    prepare_image(
+                        x[0], x[1], size, roi, max_pixels, mask_size, roi_mode, roi_margin
+                    )
+                )
             ),
             (image_bytes, mask_bytes),
             fn_output_signature=(
@@ -132,6 +164,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         opts.roi,
         opts.max_pixels,
         opts.segmenter_size or C.ROI_MASK_SIZE,
+        opts.roi_mode,
+        opts.roi_margin,
     )
     outputs = {
         C.IMAGE: encode_images(prepared.image),

@@ -12,6 +12,7 @@ from modules.options import (
     KeptEpoch,
     OperatingPoint,
     Optimizer,
+    RoiMode,
     Schedule,
     SegmenterEncoder,
     SmoteMethod,
@@ -106,6 +107,11 @@ class PipelineConfig:
     # without masks; on BUSI it serves best, docs/RESULTS.md) or on the radiologist's masks
     # ("mask": the paper, and the busi-paper profile).
     train_roi: TrainRoi = TrainRoi.PREDICTED
+    # What the ROI does: "mask" multiplies the image by it (the paper); "crop" crops its
+    # bounding box, squared and widened by `roi_margin` x its longer side on each side, and
+    # resizes it to image_size, so the lesion fills the frame (modules/roi_crop.py).
+    roi_mode: RoiMode = RoiMode.MASK
+    roi_margin: float = 0.15
     # The segmenter's input and mask side (a multiple of 8). 64 px costs 1.2x instead of
     # 1.6x a prediction with a given mask, but lost 8.5 points of test Dice on BUSI's paper
     # split (docs/RESULTS.md); so does a narrower U-Net at 96 px (`segmenter_width` 8).
@@ -195,6 +201,9 @@ class PipelineConfig:
         self.operating_point = OperatingPoint(self.operating_point)
         check_recipe(self)
         self.train_roi = TrainRoi(self.train_roi)
+        self.roi_mode = RoiMode(self.roi_mode)
+        if not 0.0 <= self.roi_margin <= 1.0:
+            raise ValueError(f"roi_margin must be in [0, 1], got {self.roi_margin}")
         if self.roi and self.segmenter_size % 8:
             raise ValueError(f"segmenter_size must be a multiple of 8, got {self.segmenter_size}")
         if self.segmenter_model:

@@ -10,6 +10,7 @@ from modules.backbones import BACKBONES
 from modules.options import (
     KeptEpoch,
     Optimizer,
+    RoiMode,
     Schedule,
     SegmenterEncoder,
     ThresholdMethod,
@@ -110,6 +111,18 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         help="the classifier trains on the radiologist's masks (the paper) or on the "
         "segmenter's (what it serves without masks)",
     )
+    p.add_argument(
+        "--roi-mode",
+        choices=values(RoiMode),
+        help="mask: the image x the ROI (the paper); crop: the ROI's box, squared and widened "
+        "by --roi-margin, resized to the input so the lesion fills the frame",
+    )
+    p.add_argument(
+        "--roi-margin",
+        type=float,
+        metavar="FRACTION",
+        help="crop: widen the box by this x its longer side on each side (default 0.15)",
+    )
     p.add_argument("--segmenter-size", type=int, help="segmenter input side (multiple of 8)")
     p.add_argument("--segmenter-width", type=int, help="U-Net channels at the first level")
     p.add_argument("--segmenter-epochs", type=int)
@@ -153,6 +166,8 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         **{name: getattr(args, name) for name in RECIPE_FIELDS},
         "smote": args.smote,
         "train_roi": args.train_roi,
+        "roi_mode": args.roi_mode,
+        "roi_margin": args.roi_margin,
         "segmenter_size": args.segmenter_size,
         "segmenter_epochs": args.segmenter_epochs,
         "segmenter_width": args.segmenter_width,

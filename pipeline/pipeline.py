@@ -81,6 +81,8 @@ def create_pipeline(
             TransformOptions(
                 image_size=cfg.image_size,
                 roi=cfg.roi,
+                roi_mode=cfg.roi_mode.value,
+                roi_margin=cfg.roi_margin,
                 segmenter_size=cfg.active_segmenter_size,
                 max_pixels=cfg.max_image_pixels,
                 code=code_version(PREPROCESSING_FN),
@@ -189,6 +191,8 @@ def trainer_options(cfg: PipelineConfig, code: str) -> TrainerOptions:
     return TrainerOptions(
         image_size=cfg.image_size,
         roi=cfg.roi,
+        roi_mode=cfg.roi_mode.value,
+        roi_margin=cfg.roi_margin,
         max_pixels=cfg.max_image_pixels,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -284,6 +288,8 @@ def _segmenter(cfg: PipelineConfig, transformed) -> _Segmenter | None:
             examples=transformed,
             segmenter=model,
             image_size=cfg.image_size,
+            roi_mode=cfg.roi_mode.value,
+            roi_margin=cfg.roi_margin,
             code_version=code_version(PredictedRoi),
             **_roi_postprocess(cfg),
         )

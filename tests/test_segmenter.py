@@ -103,7 +103,7 @@ def test_choose_roi_per_example():
     given = tf.constant([True, False])
     masks = np.zeros((2, 8, 8), np.uint8)
     masks[0, 4:, 4:] = 1
-    images, source, roi_mask = S.choose_roi(Fixed(), POST, given_roi, full, given, masks)
+    images, source, roi_mask, boxes = S.choose_roi(Fixed(), POST, given_roi, full, given, masks)
     assert source.numpy().tolist() == [b"given", b"predicted"]
     np.testing.assert_array_equal(images[0], given_roi[0])
     np.testing.assert_array_equal(images[1, :8, :8], 10.0)  # kept
@@ -112,7 +112,8 @@ def test_choose_roi_per_example():
     assert roi_mask[0, half:, half:].numpy().all() and not roi_mask[0, :half].numpy().any()
     assert roi_mask[1, :half, :half].numpy().all() and not roi_mask[1, half:].numpy().any()
 
-    images, source, roi_mask = S.choose_roi(None, POST, full, full, given, masks)
+    np.testing.assert_array_equal(boxes, [[0, 0, 1, 1]] * 2)  # masking: the whole frame
+    images, source, roi_mask, _ = S.choose_roi(None, POST, full, full, given, masks)
     assert source.numpy().tolist() == [b"none", b"none"]
     assert roi_mask.numpy().all()
 

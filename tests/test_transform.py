@@ -44,6 +44,8 @@ def run_fn(image: np.ndarray, mask: bytes, roi: bool = True, segmenter_size: int
         {
             "image_size": 2,
             "roi": roi,
+            "roi_mode": "mask",
+            "roi_margin": 0.0,
             "segmenter_size": segmenter_size,
             "max_pixels": BUDGET,
             "code": "test",
@@ -103,7 +105,9 @@ def test_mask_of_other_size_is_an_error():
 
 
 def test_missing_option_is_named():
-    with pytest.raises(ValueError, match=r"missing \['roi', 'segmenter_size'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing \['roi', 'roi_margin', 'roi_mode', 'segmenter_size'\]"
+    ):
         preprocessing_fn({}, {"image_size": 2, "max_pixels": BUDGET, "code": "test"})
 
 

@@ -152,6 +152,8 @@ def build_card(
             "kept_epoch": info.get("kept_epoch_index"),
             "roi": info.get("roi"),
             "train_roi": info.get("train_roi") if info.get("roi") else None,
+            "roi_mode": info.get("roi_mode", "mask") if info.get("roi") else None,
+            "roi_margin": info.get("roi_margin") if info.get("roi_mode") == "crop" else None,
             "segmenter_size": info.get("segmenter_size") or None,
             "epochs": info.get("epochs"),
             "seed": info.get("seed"),
@@ -295,8 +297,13 @@ def render_markdown(card: dict) -> str:
     m, d, dec = card["model"], card["data"], card["decision"]
     positive = C.class_names(m["classes"] or ["benign", "malignant"])[C.POSITIVE_LABEL]
     trained_on = "segmenter" if m["train_roi"] == "predicted" else "radiologist"
+    shown = (
+        f"the crop around the ROI (box + {m['roi_margin']:.0%} margin)"
+        if m.get("roi_mode") == "crop"
+        else "the image x the ROI"
+    )
     roi = (
-        f"; classifier trained on the {trained_on}'s ROI; lesion segmenter at "
+        f"; classifier sees {shown}, trained on the {trained_on}'s ROI; lesion segmenter at "
         f"{m['segmenter_size']} px in the same graph"
         if m["roi"]
         else ""

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from modules import contract as C
+from modules import roi_crop
 
 PROBABILITY = "lesion_probability"
 WIDTH = 16
@@ -203,11 +204,19 @@ def roi_from_probability(
     return mask[..., 0], found
 
 
-def apply_roi(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
-    """images [B, S, S, 3] x masks [B, m, m] resized to S (nearest: a binary ROI)."""
-    size = tf.shape(images)[1:3]
-    big = tf.image.resize(masks[..., None], size, method="nearest")
-    return images * big
+def apply_roi(
+    images: tf.Tensor, masks: tf.Tensor, crop_margin: float | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """images [B, S, S, 3] x masks [B, m, m] -> the ROI images [B, S, S, 3] and their boxes
+    [B, 4]: the images x the masks resized to S (nearest: a binary ROI), or with a
+    `crop_margin` the masks' boxes cropped (modules/roi_crop.py); the boxes are the whole
+    image for masking."""
+    if crop_margin is not None:
+        boxes = roi_crop.mask_boxes(masks, crop_margin)
+        return roi_crop.crop(images, boxes, images.shape[1]), boxes
+    big = tf.image.resize(masks[..., None], tf.shape(images)[1:3], method="nearest")
+    whole = tf.tile(tf.constant([roi_crop.WHOLE]), [tf.shape(images)[0], 1])
+    return images * big, whole
 
 
 def small_mask(masks: tf.Tensor) -> tf.Tensor:
@@ -224,24 +233,34 @@ def choose_roi(
     full_images: tf.Tensor,
     given: tf.Tensor,
     given_masks: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The classifier's input per example, with `roi_source` and `roi_mask`.
+    crop_margin: float | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The classifier's input per example, with `roi_source`, `roi_mask` and the crop box.
 
     roi_images / full_images: float [B, S, S, 3], the given-mask ROI image (the whole image
     when the mask was empty) and the whole image; given: [B] bool, the request carried mask
     bytes; given_masks: [B, h, w] 0/1. A given mask is used as it is (research / oracle
     mode, the same path as before the segmenter existed); without one the segmenter draws
     the ROI (it runs only when some example of the batch needs it); where it finds nothing
-    usable, or there is no segmenter (ROI off), the whole image is used.
+    usable, or there is no segmenter (ROI off), the whole image is used. With a
+    `crop_margin` (`roi_mode="crop"`) the ROI is the box around the mask, `roi_mask` is
+    that box and the returned boxes [B, 4] place the classifier's input in the whole image
+    (for Grad-CAM); otherwise they are the whole image.
     """
     batch = tf.shape(roi_images)[0]
     m = C.ROI_MASK_SIZE
     whole = tf.ones([batch, m, m], tf.uint8)
-    empty_given = tf.reduce_all(tf.equal(given_masks, 0), axis=[1, 2])
-    given_small = tf.where(empty_given[:, None, None], whole, small_mask(given_masks))
+    whole_boxes = tf.tile(tf.constant([roi_crop.WHOLE]), [batch, 1])
     if segmenter is None:  # ROI off: the whole image, whatever the request carried
         source = tf.fill([batch], C.ROI_NONE)
-        return full_images, source, whole
+        return full_images, source, whole, whole_boxes
+    empty_given = tf.reduce_all(tf.equal(given_masks, 0), axis=[1, 2])
+    if crop_margin is None:
+        given_boxes = whole_boxes
+        given_small = tf.where(empty_given[:, None, None], whole, small_mask(given_masks))
+    else:
+        given_boxes = roi_crop.mask_boxes(given_masks, crop_margin)
+        given_small = roi_crop.box_masks(given_boxes, m)
     side = segmenter.output_shape[1]
 
     def skip():
@@ -250,7 +269,7 @@ def choose_roi(
     masks, found = tf.cond(
         tf.reduce_all(given), skip, lambda: predicted_roi(segmenter, full_images, post)
     )
-    predicted = apply_roi(full_images, masks)
+    predicted, predicted_boxes = apply_roi(full_images, masks, crop_margin)
     g = given[:, None, None, None]
     images = tf.where(g, roi_images, tf.where(found[:, None, None, None], predicted, full_images))
     source = tf.where(
@@ -258,5 +277,9 @@ def choose_roi(
         C.ROI_GIVEN,
         tf.where(found, tf.constant(C.ROI_PREDICTED), tf.constant(C.ROI_NONE)),
     )
-    roi_mask = tf.where(given[:, None, None], given_small, small_mask(masks))
-    return images, source, roi_mask
+    predicted_small = (
+        small_mask(masks) if crop_margin is None else roi_crop.box_masks(predicted_boxes, m)
+    )
+    roi_mask = tf.where(given[:, None, None], given_small, predicted_small)
+    boxes = tf.where(given[:, None], given_boxes, predicted_boxes)
+    return images, source, roi_mask, boxes

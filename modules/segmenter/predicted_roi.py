@@ -2,8 +2,9 @@
 radiologist's (`train_roi="predicted"`), so the mode that serves is the mode that trained.
 
 It rewrites the `image` feature of every split with exactly what the served graph computes
-for a request without a mask (`network.predicted_roi` + `apply_roi`, whole image where
-nothing usable is found); SMOTE and the Trainer then read it as they read Transform's.
+for a request without a mask (`network.predicted_roi` + `apply_roi`: the image x the mask,
+or the crop around it with `roi_mode="crop"`; whole image where nothing usable is found);
+SMOTE and the Trainer then read it as they read Transform's.
 """
 
 # no `from __future__ import annotations`: the @component decorator reads real type hints
@@ -19,6 +20,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from modules import contract as C
+from modules.options import RoiMode
 from modules.segmenter import network as S
 from modules.segmenter.records import segment_records
 from modules.segmenter.trainer import load_segmenter
@@ -35,6 +37,8 @@ def PredictedRoi(
     segmenter: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     roi_examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
     image_size: tfx.dsl.components.Parameter[int],
+    roi_mode: tfx.dsl.components.Parameter[str],
+    roi_margin: tfx.dsl.components.Parameter[float],
     roi_threshold: tfx.dsl.components.Parameter[float],
     roi_dilation: tfx.dsl.components.Parameter[int],
     roi_min_area: tfx.dsl.components.Parameter[float],
@@ -44,6 +48,7 @@ def PredictedRoi(
     """`code_version` only keys the cache on the module code."""
     del code_version
     post = S.RoiPostprocess(roi_threshold, roi_dilation, roi_min_area, roi_max_area)
+    crop_margin = roi_margin if RoiMode(roi_mode) == RoiMode.CROP else None
     model = load_segmenter(path_utils.serving_model_path(segmenter.uri), image_size)
     roi_examples.split_names = examples.split_names
     for key in ("payload_format", "file_format"):
@@ -57,7 +62,7 @@ def PredictedRoi(
         found = []
         with tf.io.TFRecordWriter(os.path.join(dst, OUTPUT_FILE), options="GZIP") as writer:
             for batch, seg in segment_records(model, records, image_size, post):
-                images = S.apply_roi(seg[C.FULL_IMAGE], seg["roi"])
+                images, _ = S.apply_roi(seg[C.FULL_IMAGE], seg["roi"], crop_margin)
                 encoded = encode_images(tf.cast(images, tf.uint8)).numpy()
                 for record, image in zip(batch, encoded, strict=True):
                     ex = tf.train.Example.FromString(record)
