@@ -9,6 +9,7 @@ images, with seeded bootstrap 95 % intervals:
   (c) no ROI      classifier trained and tested on whole images
   (d) predicted   classifier trained on the segmenter's ROI (train_roi=predicted), tested
                   without masks (and, for reference, with them)
+  (e) crop        as (d), with the lesion-centred crop of the ROI's box (roi_mode=crop)
 
 plus the segmenter's Dice / IoU and the Grad-CAM pointing game for (a) and (b).
 
@@ -16,7 +17,7 @@ Usage (from the repository root; DATA = `lesionlens ingest` outputs):
 
   .venv/bin/python -m bench.roi_modes --data grouped=/tmp/busi/grouped/records \\
       --data paper=/tmp/busi/paper/records --out /tmp/roi_modes [--image-size 160] \\
-      [--epochs 16] [--variants mask,none,predicted]
+      [--epochs 16] [--variants mask,none,predicted,crop]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ VARIANTS = {
     "mask": {"roi": True, "train_roi": "mask"},
     "none": {"roi": False},
     "predicted": {"roi": True, "train_roi": "predicted"},
+    "crop": {"roi": True, "train_roi": "predicted", "roi_mode": "crop"},
 }
 
 
@@ -100,6 +102,10 @@ def rows(protocol: str, variant: str, res: dict) -> list[str]:
         "predicted": [
             ("(d) trained on predicted ROI, predicted at test", None),
             ("(d') same model, GT-mask ROI at test (oracle)", res.get("oracle")),
+        ],
+        "crop": [
+            ("(e) trained on predicted-ROI crops, predicted at test", None),
+            ("(e') same model, GT-mask box at test (oracle)", res.get("oracle")),
         ],
     }[variant]
     for label, oracle in named:
