@@ -369,8 +369,9 @@ def BootstrapIntervals(
             resamples,
             seed,
             level,
+            # with roi_mode=crop the served roi_mask is the crop's box: no outline to score
             (deployable[C.ROI_MASK], deployable[C.ROI_SOURCE].astype(str))
-            if C.ROI_MASK in deployable
+            if C.ROI_MASK in deployable and info.get("roi_mode", "mask") != "crop"
             else None,
         )
     except ValueError as e:  # e.g. one class in a split: the model's intervals still count
