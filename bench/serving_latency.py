@@ -122,9 +122,7 @@ def _synthetic_examples(n: int) -> list[bytes]:
         images = sorted(p for p in Path(tmp).glob("*/*.png") if not image_io.mask_stem(p.name))
         for i, path in enumerate(images[:n]):
             masks = image_io.sibling_masks(str(path))
-            mask = image_io.encode_mask(
-                image_io.mask_union(masks, lambda p: Path(p).read_bytes(), None)
-            )
+            mask = image_io.mask_feature(masks, None)
             examples.append(
                 build_raw_example(
                     path.read_bytes(),

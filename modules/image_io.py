@@ -123,3 +123,18 @@ def encode_mask(union) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(union, dtype=np.uint8) * 255, mode="L").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def mask_feature(
+    paths: list[str],
+    size: tuple[int, int] | None,
+    read: Callable[[str], bytes] | None = None,
+) -> bytes:
+    """The `mask` feature of an image's mask files: their union as a PNG (`mask_union`;
+    `read` defaults to reading the local file)."""
+    return encode_mask(mask_union(paths, read or _read_file, size))
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

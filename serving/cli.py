@@ -150,10 +150,10 @@ def sibling_mask(image_path: Path, size: tuple[int, int]) -> tuple[bytes, str | 
     if not candidates:
         return b"", None
     try:
-        union = image_io.mask_union(candidates, lambda p: Path(p).read_bytes(), size)
+        mask = image_io.mask_feature(candidates, size)
     except ValueError as error:
         raise OSError(str(error)) from None
-    return image_io.encode_mask(union), ",".join(candidates)
+    return mask, ",".join(candidates)
 
 
 def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item:

@@ -95,9 +95,7 @@ def test_every_good_image_scored_as_serving_default_scores_it(model, source, dir
         masks, mask = image_io.sibling_masks(str(path)), b""
         if masks:
             size = Image.open(path).size
-            mask = image_io.encode_mask(
-                image_io.mask_union(masks, lambda p: open(p, "rb").read(), size)
-            )
+            mask = image_io.mask_feature(masks, size)
         examples.append(build_raw_example(path.read_bytes(), mask))
     want = served(loaded, examples)
     got = np.array([rows[i]["probabilities"] for i in good])

@@ -72,7 +72,7 @@ def read_record(
     mask_bytes = b""
     if c.mask_paths:
         try:
-            mask_bytes = image_io.encode_mask(image_io.mask_union(c.mask_paths, reader, img.size))
+            mask_bytes = image_io.mask_feature(c.mask_paths, img.size, reader)
         except ValueError as e:
             raise BadInput(f"{e} ({c.path})") from None
     phash = str(imagehash.phash(img.convert("L"))) if fingerprint else ""
