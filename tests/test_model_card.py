@@ -126,6 +126,15 @@ def test_card_without_optional_records():
     assert "ORACLE" not in text and "segmenter" not in text.split("## Limitations")[0].lower()
 
 
+def test_card_names_the_roi_mode():
+    crop = build_card({**INFO, "roi_mode": "crop", "roi_margin": 0.15}, None, None, None, {}, "")
+    assert crop["model"]["roi_mode"] == "crop" and crop["model"]["roi_margin"] == 0.15
+    assert "classifier sees the crop around the ROI (box + 15% margin)" in render_markdown(crop)
+    masked = build_card(INFO, None, None, None, {}, "not pushed")
+    assert masked["model"]["roi_mode"] == "mask" and masked["model"]["roi_margin"] is None
+    assert "classifier sees the image x the ROI" in render_markdown(masked)
+
+
 def test_pipeline_writes_the_card_into_the_pushed_version(demo_pipeline):
     cfg, pushed, _ = demo_pipeline
     with open(os.path.join(pushed, CARD_JSON)) as f:
