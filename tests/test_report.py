@@ -72,6 +72,11 @@ def test_report_states_every_run_with_the_papers_row(report):
     assert f"| ROI on, SMOTE on | 1 | {accuracy:.3f}" in text
     assert '"empty mask => normal" (ORACLE, no image) accuracy' in text
     assert "| *paper (one P100)* | | | 121 | 0.09 |" in text
+    cal = two["results"]["calibration"]
+    assert (
+        f"- ROI on, SMOTE on: test ECE {cal['test_ece_calibrated']:.3f} (without temperature "
+        f"scaling {cal['test_ece_uncalibrated']:.3f}), temperature {cal['temperature']:.3f}"
+    ) in text
     assert "<table>" in html and html.count("<img") == text.count("![")
 
 

@@ -88,6 +88,25 @@ def metric_table(rows: plots.Rows, classes: int, oracle: bool) -> list[str]:
     return lines + [""]
 
 
+def _calibration_lines(rows: plots.Rows) -> list[str]:
+    """Per row: the test ECE with the temperature fitted on eval and without it, and the
+    temperature, mean ± sd over seeds."""
+    lines = []
+    for row, results in rows.items():
+        found = [r["results"].get("calibration") for r in results]
+        found = [f for f in found if f]
+        if found:
+            cells = [
+                _cell([f[key] for f in found], None)
+                for key in ("test_ece_calibrated", "test_ece_uncalibrated", "temperature")
+            ]
+            lines.append(
+                f"- {row}: test ECE {cells[0]} (without temperature scaling {cells[1]}), "
+                f"temperature {cells[2]}"
+            )
+    return lines
+
+
 _BESIDE_THE_MODEL = (  # (section of `multiclass`, entry, label)
     ("argmax", "deployable", "likeliest class without masks"),
     ("argmax", "oracle", "likeliest class ORACLE"),
@@ -255,6 +274,9 @@ def render(results: list[dict], out: str, title: str, wall_s: float) -> tuple[st
         lines += [f"## {protocol} protocol, {classes} classes", ""]
         lines += ["**Without masks (deployable: the segmenter's ROI when ROI is on)**", ""]
         lines += metric_table(rows, classes, oracle=False)
+        if calibration := _calibration_lines(rows):
+            lines += ["Calibration (deployable, expected calibration error, 10 bins):", ""]
+            lines += [*calibration, ""]
         lines += ["**With the radiologist's mask of each test image (ORACLE)**", ""]
         lines += metric_table(rows, classes, oracle=True)
         if shape := _shape_rule_lines(rows):
