@@ -51,6 +51,21 @@ class Schedule(str, enum.Enum):
     COSINE = "cosine"  # linear warm-up, then cosine decay to 0 over the fine-tuning epochs
 
 
+class Augment(str, enum.Enum):
+    """Train-only augmentation (modules/recipe.py); `true` / `false` read as full / none."""
+
+    NONE = "none"
+    FLIP = "flip"  # left-right mirror only
+    MILD = "mild"  # mirror, +-3.6 degree rotation, 5 % zoom, 3 % shift
+    FULL = "full"  # mirror, +-11 degrees, 10 % zoom, 6 % shift, gain, contrast, gamma, speckle
+
+    @classmethod
+    def of(cls, value: str | bool) -> Augment:
+        if isinstance(value, bool):
+            return cls.FULL if value else cls.NONE
+        return cls(value)
+
+
 class KeptEpoch(str, enum.Enum):
     LAST = "last"  # the paper
     BEST_EVAL_AUC = "best_eval_auc"  # weights of the epoch with the highest eval AUC

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from modules import contract as C
 from modules import model as M
-from modules.options import KeptEpoch, Optimizer, Schedule
+from modules.options import Augment, KeptEpoch, Optimizer, Schedule
 from modules.training import Progress
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Recipe:
     head_epochs: int  # backbone frozen, only the head learns (pretrained backbones)
     head_learning_rate: float
     freeze_bn: bool  # BatchNorm in inference mode: keeps ImageNet statistics
-    augment: bool  # train-only B-mode ultrasound augmentation (`augment_images`)
+    augment: str  # an Augment value: train-only B-mode ultrasound augmentation
     class_weight: bool  # weight the loss by inverse class frequency
     kept_epoch: str  # a KeptEpoch value
     head_dropout: float  # dropout before the linear head
@@ -60,27 +60,37 @@ class FitResult:
 # --------------------------------------------------------------------------- augmentation
 
 
-def augmenter(seed: int) -> keras.Sequential:
+def augmenter(seed: int, level: Augment = Augment.FULL) -> keras.Sequential:
     """B-mode ultrasound augmentation: horizontal flip (left-right has no anatomical
     meaning in a breast scan; up-down does: depth runs top-down, so no vertical flip),
     small scale / shift / rotation (probe position), brightness / contrast (gain, dynamic
-    range). Speckle-like multiplicative noise and gamma are in `augment_images`."""
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed + 2),
-            keras.layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 3),
-            keras.layers.RandomBrightness(0.1, value_range=(0.0, 255.0), seed=seed + 4),
-            keras.layers.RandomContrast(0.2, seed=seed + 5),
-        ],
-        name="train_augmentation",
-    )
+    range). Speckle-like multiplicative noise and gamma are in `augment_images`. `mild`
+    keeps the flip and a third to a half of the geometry; `flip` only the flip."""
+    flip = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    if level == Augment.FLIP:
+        return keras.Sequential(flip, name="train_augmentation")
+    rotation, zoom, shift = (0.01, 0.05, 0.03) if level == Augment.MILD else (0.03, 0.1, 0.06)
+    geometry = [
+        keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom((-zoom, zoom), fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 3),
+    ]
+    if level == Augment.MILD:
+        return keras.Sequential(flip + geometry, name="train_augmentation")
+    intensity = [
+        keras.layers.RandomBrightness(0.1, value_range=(0.0, 255.0), seed=seed + 4),
+        keras.layers.RandomContrast(0.2, seed=seed + 5),
+    ]
+    return keras.Sequential(flip + geometry + intensity, name="train_augmentation")
 
 
-def augment_images(layers: keras.Sequential, images: tf.Tensor, seed: int) -> tf.Tensor:
+def augment_images(
+    layers: keras.Sequential, images: tf.Tensor, seed: int, level: Augment = Augment.FULL
+) -> tf.Tensor:
     """images float [B, S, S, 3] in [0, 255] -> augmented, same range (train only)."""
     x = layers(images, training=True)
+    if level != Augment.FULL:
+        return x
     batch = tf.shape(x)[0]
     gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], -0.2, 0.2, seed=seed + 6))
     x = 255.0 * tf.pow(tf.clip_by_value(x / 255.0, 0.0, 1.0), gamma)
@@ -88,11 +98,15 @@ def augment_images(layers: keras.Sequential, images: tf.Tensor, seed: int) -> tf
     return tf.clip_by_value(x * speckle, 0.0, 255.0)
 
 
-def augmented(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-    """(images, labels) batches with the train-only augmentation applied."""
-    layers = augmenter(seed)
+def augmented(ds: tf.data.Dataset, seed: int, level: str | bool = Augment.FULL) -> tf.data.Dataset:
+    """(images, labels) batches with the train-only augmentation applied (`level`: an
+    Augment value; none returns `ds`)."""
+    level = Augment.of(level)
+    if level == Augment.NONE:
+        return ds
+    layers = augmenter(seed, level)
     return ds.map(
-        lambda images, labels: (augment_images(layers, images, seed), labels),
+        lambda images, labels: (augment_images(layers, images, seed, level), labels),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 

@@ -244,8 +244,7 @@ def train_classifier(
     plan = recipe_of(opts)
     size, batch = opts.image_size, opts.batch_size
     train_ds = input_dataset(train_files, size, batch, shuffle_seed=opts.seed)
-    if plan.augment:
-        train_ds = recipe.augmented(train_ds, opts.seed)
+    train_ds = recipe.augmented(train_ds, opts.seed, plan.augment)
     eval_ds = input_dataset(eval_files, size, batch)
     model = M.build_model(
         len(opts.classes), size, opts.weights, opts.backbone, dropout=plan.head_dropout

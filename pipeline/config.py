@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from modules import contract as C
 from modules.options import (
+    Augment,
     Backbone,
     KeptEpoch,
     OperatingPoint,
@@ -41,11 +42,14 @@ _CHOICES = {
     "kept_epoch": KeptEpoch,
     "segmenter_encoder": SegmenterEncoder,
     "threshold_method": ThresholdMethod,
+    "augment": Augment,
 }
 
 
 def check_recipe(cfg: PipelineConfig) -> None:
     """A misspelt backbone or recipe choice fails when the config is made, not mid-run."""
+    if isinstance(cfg.augment, bool):  # before augmentation levels: on = full
+        cfg.augment = Augment.of(cfg.augment).value
     for name, choices in _CHOICES.items():
         allowed = values(choices)
         if getattr(cfg, name) not in allowed:
@@ -154,7 +158,9 @@ class PipelineConfig:
     head_epochs: int = 0  # epochs with the backbone frozen before `epochs` of fine-tuning
     head_learning_rate: float = 1e-3
     freeze_bn: bool = False  # BatchNorm in inference mode (keeps pretrained statistics)
-    augment: bool = False  # train-only flip / affine / intensity / speckle augmentation
+    # Train-only augmentation: "none" | "flip" (left-right) | "mild" (flip, small rotation,
+    # zoom and shift) | "full" (mild's kinds, wider, + gain, contrast, gamma, speckle)
+    augment: str = "none"
     class_weight: bool = False  # loss weighted by inverse class frequency
     kept_epoch: str = "last"  # | "best_eval_auc": the weights of the best eval-AUC epoch
     head_dropout: float = 0.0
@@ -272,7 +278,7 @@ PROFILES: dict[str, dict] = {
         weight_decay=1e-4,
         schedule="cosine",
         freeze_bn=True,
-        augment=False,
+        augment="none",
         kept_epoch="best_eval_auc",
     ),
 }

@@ -8,6 +8,7 @@ import argparse
 from modules import contract as C
 from modules.backbones import BACKBONES
 from modules.options import (
+    Augment,
     KeptEpoch,
     Optimizer,
     RoiMode,
@@ -74,8 +75,15 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     )
     recipe.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        help="train-only flip / affine / intensity / speckle augmentation",
+        nargs="?",
+        const=Augment.FULL.value,
+        choices=values(Augment),
+        help="train-only augmentation: flip (left-right), mild (flip, small rotation, zoom, "
+        "shift) or full (wider, + gain, contrast, gamma, speckle; the level when none is "
+        "named)",
+    )
+    recipe.add_argument(
+        "--no-augment", dest="augment", action="store_const", const=Augment.NONE.value
     )
     recipe.add_argument(
         "--class-weight",

@@ -1,6 +1,8 @@
 """The training recipe (modules/recipe.py): the kept epoch is the best one on eval, the
 augmentation only touches training batches, frozen layers stay frozen."""
 
+import argparse
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,9 @@ import tf_keras as keras
 
 from modules import model as M
 from modules import recipe as R
+from modules.options import Augment
+from pipeline.config import PipelineConfig
+from pipeline.flags import add_model_flags, config_from_flags
 
 SIZE = 32
 
@@ -24,7 +29,7 @@ def plan(**changes) -> R.Recipe:
         head_epochs=0,
         head_learning_rate=1e-3,
         freeze_bn=True,
-        augment=False,
+        augment="none",
         class_weight=False,
         kept_epoch="best_eval_auc",
         head_dropout=0.0,
@@ -127,9 +132,39 @@ def test_augmentation_changes_training_batches_only_within_range():
     assert not any("random" in layer.name for layer in model.layers)
 
 
-def test_no_vertical_flip_depth_runs_top_down():
-    flips = [layer for layer in R.augmenter(0).layers if isinstance(layer, keras.layers.RandomFlip)]
+@pytest.mark.parametrize("level", ["flip", "mild", "full"])
+def test_no_vertical_flip_depth_runs_top_down(level):
+    layers = R.augmenter(0, Augment(level)).layers
+    flips = [layer for layer in layers if isinstance(layer, keras.layers.RandomFlip)]
     assert [f.mode for f in flips] == ["horizontal"]
+
+
+def test_augmentation_levels():
+    """flip: a mirror or the image itself; mild: geometry only (no gain / contrast / gamma /
+    speckle); none: the batches untouched; a flag without a level means full."""
+    levels = (Augment.FLIP, Augment.MILD, Augment.FULL)
+    kinds = {level: {type(x).__name__ for x in R.augmenter(0, level).layers} for level in levels}
+    geometry = {"RandomRotation", "RandomZoom", "RandomTranslation"}
+    assert kinds[Augment.FLIP] == {"RandomFlip"}
+    assert kinds[Augment.MILD] == {"RandomFlip", *geometry}
+    assert kinds[Augment.FULL] == {"RandomFlip", *geometry, "RandomBrightness", "RandomContrast"}
+    images = np.random.default_rng(1).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, "int64"))).batch(8)
+    ((flipped, _),) = list(R.augmented(ds, seed=3, level="flip"))
+    for got, image in zip(flipped.numpy(), images, strict=True):
+        assert np.array_equal(got, image) or np.array_equal(got, image[:, ::-1])
+    assert R.augmented(ds, seed=3, level="none") is ds
+    assert Augment.of(True) == Augment.FULL and Augment.of(False) == Augment.NONE
+    p = argparse.ArgumentParser()
+    add_model_flags(p, "demo")
+    for argv, level in (([], "none"), (["--augment"], "full"), (["--augment", "mild"], "mild")):
+        assert config_from_flags(p.parse_args(argv)).augment == level
+    assert (
+        config_from_flags(p.parse_args(["--profile", "busi-cpu", "--no-augment"])).augment == "none"
+    )
+    assert PipelineConfig(augment=True).augment == "full"
+    with pytest.raises(ValueError, match="augment must be one of none, flip, mild, full"):
+        PipelineConfig(augment="strong")
 
 
 def test_class_weights_balance_the_loss():

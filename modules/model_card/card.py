@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from modules import contract as C
+from modules.options import Augment
 
 CARD_JSON = "assets.extra/model_card.json"
 CARD_MARKDOWN = "assets.extra/model_card.md"
@@ -72,7 +73,10 @@ def _recipe_line(recipe: dict | None, kept: int | None) -> str:
         parts.append(f"{r['head_epochs']} head-only epochs first")
     if r.get("freeze_bn"):
         parts.append("BatchNorm statistics frozen")
-    parts.append("train-only augmentation" if r.get("augment") else "no augmentation")
+    level = Augment.of(r.get("augment", False))
+    parts.append(
+        "no augmentation" if level == Augment.NONE else f"train-only augmentation ({level.value})"
+    )
     if r.get("class_weight"):
         parts.append("class-weighted loss")
     if r.get("kept_epoch") == "best_eval_auc":
