@@ -17,7 +17,7 @@ lesion is expected there; the numbers say how much of that the heatmap shows.
 
 Usage (from the repository root):
 
-  .venv/bin/python -m bench.gradcam_vs_mask [--model-dir DIR] [--records GLOB] [--json OUT]
+  .venv/bin/python -m bench.gradcam_vs_mask [--model-dir DIR] [--records GLOB] [--json OUT] [--without-masks]
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model-dir", help="version dir or <serving_root>/<name> (default: latest)")
     p.add_argument("--records", help="glob of raw tf.Example TFRecords (default: model's test)")
     p.add_argument("--json", help="also write per-image scores and the summary here")
+    p.add_argument(
+        "--without-masks",
+        action="store_true",
+        help="send each request without its mask (deployable: the model's own ROI); the "
+        "heat map is still scored against the radiologist's mask",
+    )
     args = p.parse_args(argv)
     model_dir = resolve_model_dir(args.model_dir)
     if model_dir is None:
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not files:
         print(f"no test records found for {model_dir}; pass --records", file=sys.stderr)
         return 2
-    rows = evaluate(str(model_dir), files)
+    rows = evaluate(str(model_dir), files, with_masks=not args.without_masks)
     if not rows:
         print("no test example has a non-empty mask: nothing to compare", file=sys.stderr)
         return 2
