@@ -17,7 +17,8 @@ lesion is expected there; the numbers say how much of that the heatmap shows.
 
 Usage (from the repository root):
 
-  .venv/bin/python -m bench.gradcam_vs_mask [--model-dir DIR] [--records GLOB] [--json OUT] [--without-masks]
+  .venv/bin/python -m bench.gradcam_vs_mask [--model-dir DIR] [--records GLOB] [--json OUT]
+      [--without-masks]
 """
 
 from __future__ import annotations
