@@ -21,7 +21,7 @@ from modules import calibration, recipe, roi_crop
 from modules import contract as C
 from modules import model as M
 from modules.backbones import backbone
-from modules.options import OperatingPoint, RoiMode, TrainerOptions, from_custom_config
+from modules.options import OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
 from modules.training import transformed_records
@@ -127,7 +127,7 @@ def _serving_signatures(
     cam = M.GradCam(model)
     post = S.postprocess_of(opts)
     mask_size = opts.segmenter_size or C.ROI_MASK_SIZE
-    crop_margin = opts.roi_margin if RoiMode(opts.roi_mode) == RoiMode.CROP else None
+    crop_margin = S.crop_margin_of(opts.roi_mode, opts.roi_margin)
     serving_spec = {
         C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
         C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),

@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from modules import contract as C
 from modules import roi_crop
+from modules.options import RoiMode
 
 PROBABILITY = "lesion_probability"
 WIDTH = 16
@@ -202,6 +203,12 @@ def roi_from_probability(
     found = (area >= post.min_area) & (area <= post.max_area)
     mask = tf.where(found[:, None, None, None], mask, tf.ones_like(mask))
     return mask[..., 0], found
+
+
+def crop_margin_of(roi_mode: str, roi_margin: float) -> float | None:
+    """The `crop_margin` of `apply_roi` / `choose_roi`: the margin with `roi_mode="crop"`,
+    None (image x mask) otherwise."""
+    return roi_margin if RoiMode(roi_mode) == RoiMode.CROP else None
 
 
 def apply_roi(

@@ -20,7 +20,6 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from modules import contract as C
-from modules.options import RoiMode
 from modules.segmenter import network as S
 from modules.segmenter.records import segment_records
 from modules.segmenter.trainer import load_segmenter
@@ -48,7 +47,7 @@ def PredictedRoi(
     """`code_version` only keys the cache on the module code."""
     del code_version
     post = S.RoiPostprocess(roi_threshold, roi_dilation, roi_min_area, roi_max_area)
-    crop_margin = roi_margin if RoiMode(roi_mode) == RoiMode.CROP else None
+    crop_margin = S.crop_margin_of(roi_mode, roi_margin)
     model = load_segmenter(path_utils.serving_model_path(segmenter.uri), image_size)
     roi_examples.split_names = examples.split_names
     for key in ("payload_format", "file_format"):
