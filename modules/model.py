@@ -62,7 +62,8 @@ class Decision:
     call therefore keeps the operating point chosen for it, e.g. sensitivity >= 0.95.
 
     mirror_tta: the logits are the mean of the image's and its left-right mirror's (both in
-    one batch), so an image and its mirror get bitwise the same answer (`mirror_logits`)."""
+    one batch), so an image and its mirror get the same answer up to float rounding
+    (`mirror_logits`)."""
 
     temperature: float
     threshold: float
@@ -112,9 +113,11 @@ def predict_only(cam: GradCam, images: tf.Tensor, decision: Decision) -> dict:
 
 def mirror_logits(logits_of, images: tf.Tensor, mirror: bool) -> tf.Tensor:
     """`logits_of(images)`; with `mirror`, the mean of the logits of each image and of its
-    left-right mirror, computed in one batch (the same kernels for both halves) and combined
-    symmetrically, so an image and its mirror get bitwise equal logits. What the served graph,
-    the eval-split fit of the decision and bench/recipe.py compute."""
+    left-right mirror, computed in one batch and combined symmetrically, so an image and its
+    mirror get equal logits up to float rounding: a CPU's kernels may sum in a different order
+    for different positions in a batch (seen on AMD EPYC with oneDNN: relative 2e-6), so equal
+    is not bitwise. What the served graph, the eval-split fit of the decision and
+    bench/recipe.py compute."""
     if not mirror:
         return logits_of(images)
     return _mirror_mean(logits_of(_with_mirrors(images)))

@@ -1,9 +1,10 @@
 """The dev server, clients, overlays and CLI against a toy model with the real signatures.
 
 Everything goes over real sockets on 127.0.0.1 (free ports). Empty batches, documented:
-`predict_images([])` raises ValueError without a request; an empty gRPC tensor is passed to the
-model like TF Serving does (the toy, like many models, then fails with INVALID_ARGUMENT); a
-REST body with ``"instances": []`` is rejected as TF Serving rejects it.
+`predict_images([])` raises ValueError without a request; the server refuses an empty batch
+with INVALID_ARGUMENT before the model runs (gRPC and REST's columnar "inputs"), so the answer
+does not depend on how the CPU's kernels treat zero examples; a REST body with
+``"instances": []`` is rejected as TF Serving rejects it.
 """
 
 from __future__ import annotations
@@ -410,8 +411,16 @@ def test_empty_batch(server):
         GrpcClient(server.grpc_target, "toy").predict_images([])
     empty = np.array([], dtype=object)
     error = _raw_predict(server.grpc_target, {"image_bytes": empty, "mask_bytes": empty})
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # the toy's own failure, relayed
+    assert isinstance(error, grpc.RpcError), "an empty batch must be refused, not answered"
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input image_bytes: an empty batch" in error.details()
     assert not isinstance(_raw_predict(server.grpc_target, _good_inputs()), grpc.RpcError)
+
+
+def test_empty_batch_over_rest(server):
+    body = {"signature_name": "predict_images", "inputs": {"image_bytes": [], "mask_bytes": []}}
+    status, doc = _http(f"{server.rest_url}/v1/models/toy:predict", body)
+    assert status == 400 and "input image_bytes: an empty batch" in doc["error"], doc
 
 
 def test_clean_tf_message():

@@ -1,6 +1,6 @@
-"""Admission of predict requests, shared by the gRPC and REST front ends: a batch above
-`Limits.max_batch` is INVALID_ARGUMENT, and past `Limits.max_in_flight` requests at once a
-request is refused at once with RESOURCE_EXHAUSTED (REST 429), never queued."""
+"""Admission of predict requests, shared by the gRPC and REST front ends: an empty batch and a
+batch above `Limits.max_batch` are INVALID_ARGUMENT, and past `Limits.max_in_flight` requests
+at once a request is refused at once with RESOURCE_EXHAUSTED (REST 429), never queued."""
 
 from __future__ import annotations
 
@@ -24,10 +24,19 @@ class Admission:
 
     @contextlib.contextmanager
     def admit(self, arrays: Mapping[str, np.ndarray]) -> Iterator[None]:
-        """Holds one in-flight slot while the block runs; StatusError when the batch is too
-        large or every slot is taken."""
+        """Holds one in-flight slot while the block runs; StatusError when the batch is empty
+        or too large, or every slot is taken.
+
+        An empty batch is refused here, before the model runs: what a model does with zero
+        examples depends on the CPU's kernels (some answer with empty outputs, some fail), and
+        the answer must not; the client library and the REST row format refuse it too."""
         for alias, array in arrays.items():
             batch = np.shape(array)[0] if np.ndim(array) else 1
+            if batch == 0:
+                raise StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {alias}: an empty batch (0 examples); send at least one",
+                )
             if batch > self.limits.max_batch:
                 raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT,
