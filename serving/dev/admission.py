@@ -30,7 +30,7 @@ class Admission:
         An empty batch is refused here, before the model runs: what a model does with zero
         examples depends on the CPU's kernels (some answer with empty outputs, some fail), and
         the answer must not; the client library and the REST row format refuse it too."""
-        for alias, array in arrays.items():
+        for alias, array in sorted(arrays.items()):  # a proto map has no order
             batch = np.shape(array)[0] if np.ndim(array) else 1
             if batch == 0:
                 raise StatusError(
