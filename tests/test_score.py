@@ -190,6 +190,64 @@ def test_unusable_model_or_source_exits_2(model, source, tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["rejected"] == 1
 
 
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(Pusher-style base folder of the toy model with the real signatures, loaded version):
+    for what does not need a trained model."""
+    import tensorflow as tf
+    from serving_toy_model import save_toy_model
+
+    base = tmp_path_factory.mktemp("toy_models") / "toy"
+    return str(base), tf.saved_model.load(str(save_toy_model(base, version=3)))
+
+
+@pytest.fixture(scope="module")
+def toy_images(tmp_path_factory):
+    """benign/a.png with its mask beside it, malignant/b.jpg without: 48 x 40."""
+    src = tmp_path_factory.mktemp("toy_src")
+    rng = np.random.default_rng(5)
+    for cls, name in (("benign", "a.png"), ("malignant", "b.jpg")):
+        (src / cls).mkdir()
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src / cls / name)
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:30, 12:36] = 255
+    Image.fromarray(mask).save(src / "benign" / "a_mask.png")
+    return src
+
+
+def test_a_single_image_file_is_scored(toy, toy_images, tmp_path):
+    """SRC may be one image (it was read as a text list of paths: UnicodeDecodeError); its
+    mask beside it is used, its class folder is its label, its id is its file name."""
+    base, loaded = toy
+    image = toy_images / "benign" / "a.png"
+    out = tmp_path / "one"
+    assert main(["score", base, str(image), str(out), "--overlays"]) == 0
+    rows = rows_by_id(out)
+    assert list(rows) == ["a.png"]
+    row = rows["a.png"]
+    mask = image_io.mask_feature(image_io.sibling_masks(str(image)), (48, 40))
+    want = served(loaded, [build_raw_example(image.read_bytes(), mask)])
+    np.testing.assert_allclose(row["probabilities"], want[C.PROBABILITIES][0], atol=1e-6)
+    assert (row["label"], row["roi_source"], row["class_id"]) == (
+        "benign",
+        C.ROI_GIVEN,
+        int(want[C.CLASS_ID][0]),
+    )
+    assert row["gradcam_overlay"] == f"overlays/a_{row['class_name']}_gradcam.png"
+    assert (out / row["gradcam_overlay"]).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scored"], summary["rejected"]) == (1, 0)
+
+
+def test_a_binary_file_that_is_no_image_is_a_clear_error(toy, tmp_path, capsys):
+    base, _ = toy
+    blob = tmp_path / "scan.bin"
+    blob.write_bytes(bytes(range(256)) * 4)  # not UTF-8, not an image extension
+    assert main(["score", base, str(blob), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blob}: neither an image file" in err and "Traceback" not in err
+
+
 def test_dask_cluster_gives_the_same_outputs(model, source, direct_run, tmp_path):
     """Beam's DaskRunner on a local dask.distributed cluster of two worker processes."""
     from distributed import LocalCluster

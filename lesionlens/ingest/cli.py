@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionlens.ingest import job, layouts, records
 from modules import contract as C
 
 
@@ -70,6 +69,9 @@ def add_cli(subparsers) -> None:
 
 
 def _run(args, extra: list[str]) -> int:
+    # Beam (2 s) and TensorFlow load only here, so `--help` and argument errors answer at once.
+    from lesionlens.ingest import job, layouts, records
+
     cfg = job.IngestConfig(
         src=args.src,
         out=args.out,

@@ -7,6 +7,7 @@ Exit codes: 0 scored (rejected inputs, if any, are listed in OUT/rejected-*.json
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -28,8 +29,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "src",
         help="an image folder (BUSI / MRI layout or any tree; *_mask*.png beside an image "
-        "are its masks), a text file listing image paths, or TFRecord files (a glob or a "
-        "folder of *.tfrecord*) in the raw contract; local or gs://",
+        "are its masks), one image file, a text file listing image paths, or TFRecord files "
+        "(a glob or a folder of *.tfrecord*) in the raw contract; local or gs://",
     )
     p.add_argument("out", help="output folder (local or gs://)")
     p.add_argument("--batch-size", type=positive_int, default=16)
@@ -57,7 +58,21 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=_run, accepts_extra=True)
 
 
+def missing_local_path(model: str, src: str) -> str | None:
+    """The error for a local MODEL or SRC that does not exist, found before Beam and
+    TensorFlow are imported (seconds), so a mistyped path is answered at once."""
+    if "://" not in model and not os.path.exists(model):
+        return f"{model}: no such model folder"
+    if "://" not in src and not any(ch in src for ch in "*?[") and not os.path.exists(src):
+        return f"{src}: no such file or folder"
+    return None
+
+
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    problem = missing_local_path(args.model, args.src)
+    if problem:
+        print(f"lesionlens score: error: {problem}", file=sys.stderr)
+        return 2
     from lesionlens.score import job
     from lesionlens.score.inference import ModelError
     from lesionlens.score.sources import ScoreInputError

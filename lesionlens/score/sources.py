@@ -1,5 +1,5 @@
-"""What `lesionlens score` reads: a folder of images, a file listing image paths, or raw
-TFRecords in the project's contract; each good image becomes one raw tf.Example.
+"""What `lesionlens score` reads: a folder of images, one image file, a file listing image
+paths, or raw TFRecords in the project's contract; each good image becomes one raw tf.Example.
 
 Inputs are planned in the launcher as batches of sorted images (the same on every run), and
 each batch is read on a worker as one unit, its files in parallel threads, so no shuffle
@@ -104,9 +104,28 @@ def _candidate(path: str, image_id: str, masks: list[str]) -> layouts.Candidate:
     return layouts.Candidate(path, image_id, "", -1, masks)
 
 
+def _is_image(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in layouts.IMAGE_EXTENSIONS
+
+
+def _single_image(path: str) -> layouts.Candidate:
+    """One image file given as SRC: its masks beside it, its id its file name (so the
+    overlay is named like the image), its class folder its label, as in a folder."""
+    folder = os.path.dirname(path) or "."
+    masks = image_io.sibling_masks(path) if "://" not in path and os.path.isdir(folder) else []
+    return _candidate(path, os.path.basename(path), masks)
+
+
 def _listed_candidates(listing: str) -> list[layouts.Candidate]:
     with FileSystems.open(listing, compression_type="uncompressed") as f:
-        lines = f.read().decode("utf-8").splitlines()
+        data = f.read()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ScoreInputError(
+            f"{listing}: neither an image file ({', '.join(sorted(layouts.IMAGE_EXTENSIONS))}) "
+            "nor a text file listing image paths (one per line)"
+        ) from None
     paths = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     out = []
     for path in paths:
@@ -132,6 +151,8 @@ def plan_inputs(src: str, batch_size: int) -> Plan:
         if bad:
             raise ScoreInputError(f"{src}: not TFRecord files: {', '.join(bad[:3])}")
         return Plan("tfrecords", [RecordFile(p, i) for i, p in enumerate(files)], [])
+    elif FileSystems.exists(src) and _is_image(src):
+        candidates, skipped = [_single_image(src)], []
     elif FileSystems.exists(src):
         candidates, skipped = _listed_candidates(src), []
     else:

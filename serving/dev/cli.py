@@ -133,16 +133,23 @@ def _model_source(args: argparse.Namespace) -> tuple[Path, str | None]:
     return Path(models[0].base_path), models[0].name or None
 
 
+def _check_model_dir(model_dir: Path) -> None:
+    """A missing model dir is an error before TensorFlow is imported (seconds)."""
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"model dir {path} does not exist")
+
+
 def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None = None) -> int:
     """Starts the dev server, prints its addresses and blocks until Ctrl-C / SIGTERM."""
     import signal
     import threading
 
-    if serve_fn is None:
-        from serving.dev.server import serve as serve_fn
-
     try:
         model_dir, model_name = _model_source(args)
+        _check_model_dir(model_dir)
+        if serve_fn is None:  # TensorFlow loads here, after the arguments were checked
+            from serving.dev.server import serve as serve_fn
         server = serve_fn(
             model_dir,
             model_name,
