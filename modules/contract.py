@@ -161,6 +161,11 @@ CLASS_OUTPUTS = (
     ROI_MASK,
 )
 PREDICT_OUTPUTS = (*CLASS_OUTPUTS, GRADCAM)
+# float32 [B, h, w] in [0, 1]: the joint network's own P(lesion) map (its decoder's output, at
+# a quarter of the input side), beside `gradcam` in the signatures that explain; only models
+# trained with `architecture = joint` return it.
+LESION_PROBABILITY = "lesion_probability"
+LESION_MAP_STRIDE = 4  # its side is the input's / 4 (40 x 40 at 160 px)
 
 # Written beside the SavedModel: classes, image size, training summary.
 MODEL_INFO = "assets.extra/lesionlens.json"

@@ -43,6 +43,13 @@ def build_model(
     return keras.Model(inputs, probs, name=f"lesionlens_{backbone_name.replace('-', '_')}")
 
 
+def backbone_layers(model: keras.Model) -> set[str]:
+    """Names of the layers from the input to `top_activation`: what a head-only phase freezes
+    (everything after it, the head and a joint network's decoder, learns from the start)."""
+    trunk = keras.Model(model.inputs, model.get_layer(LAST_CONV_LAYER).output)
+    return {layer.name for layer in trunk.layers}
+
+
 class GradCam:
     """The model split at the last conv layer: backbone (images -> feature map) and head
     (feature map -> logits). Only the head runs under the gradient tape, so the exported graph
@@ -93,7 +100,7 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor, decision: Decision) ->
         logits = cam.logits(cam.pool(fmap))
         if mirror:
             logits = _mirror_mean(logits)
-        outputs = _class_outputs(logits, decision)
+        outputs = class_outputs(logits, decision)
         score = tf.gather(logits, outputs[C.CLASS_ID], batch_dims=1)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=[1, 2])
@@ -108,7 +115,7 @@ def predict_with_gradcam(cam: GradCam, images: tf.Tensor, decision: Decision) ->
 
 def predict_only(cam: GradCam, images: tf.Tensor, decision: Decision) -> dict:
     logits_of = lambda x: cam.logits(cam.pool(cam.backbone(x, training=False)))  # noqa: E731
-    return _class_outputs(mirror_logits(logits_of, images, decision.mirror_tta), decision)
+    return class_outputs(mirror_logits(logits_of, images, decision.mirror_tta), decision)
 
 
 def mirror_logits(logits_of, images: tf.Tensor, mirror: bool) -> tf.Tensor:
@@ -135,7 +142,7 @@ def _mirror_mean(x: tf.Tensor) -> tf.Tensor:
     return (own + mirrored) * 0.5
 
 
-def _class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor]:
+def class_outputs(logits: tf.Tensor, decision: Decision) -> dict[str, tf.Tensor]:
     """Outputs every predict signature shares; positive = label 1 (malignant / sick).
 
     `decision_score` maps P(positive) piecewise linearly so that the threshold lands on 0.5

@@ -91,6 +91,13 @@ class TrainRoi(str, enum.Enum):
     PREDICTED = "predicted"  # the segmenter's mask, as the served model computes it
 
 
+class Architecture(str, enum.Enum):
+    """How the lesion is found and judged (modules/joint.py)."""
+
+    TWO_STAGE = "two-stage"  # a separate segmenter draws the ROI, the classifier judges it
+    JOINT = "joint"  # one network: shared encoder, lesion decoder, mask-attention head
+
+
 class RoiMode(str, enum.Enum):
     """What the ROI does to the image (with ROI on)."""
 
@@ -148,6 +155,8 @@ class TrainerOptions:
     roi_dilation: int
     roi_min_area: float
     roi_max_area: float
+    architecture: str  # an Architecture value
+    mask_loss_weight: float  # joint: weight of the mask's Dice + BCE beside the class loss
     code: str
 
 

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from modules import contract as C
 from modules import model as M
+from modules.joint.network import joint_losses
 from modules.options import Augment, KeptEpoch, Optimizer, Schedule
 from modules.training import Progress
 
@@ -60,15 +61,14 @@ class FitResult:
 # --------------------------------------------------------------------------- augmentation
 
 
-def augmenter(seed: int, level: Augment = Augment.FULL) -> keras.Sequential:
-    """B-mode ultrasound augmentation: horizontal flip (left-right has no anatomical
-    meaning in a breast scan; up-down does: depth runs top-down, so no vertical flip),
-    small scale / shift / rotation (probe position), brightness / contrast (gain, dynamic
-    range). Speckle-like multiplicative noise and gamma are in `augment_images`. `mild`
-    keeps the flip and a third to a half of the geometry; `flip` only the flip."""
+def augmenter_parts(
+    seed: int, level: Augment = Augment.FULL
+) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
+    """(geometry, intensity) layers of `augmenter`: the geometry moves pixels (and must move a
+    lesion mask with them, modules/joint/data.py), the intensity changes only values."""
     flip = [keras.layers.RandomFlip("horizontal", seed=seed)]
     if level == Augment.FLIP:
-        return keras.Sequential(flip, name="train_augmentation")
+        return flip, []
     rotation, zoom, shift = (0.01, 0.05, 0.03) if level == Augment.MILD else (0.03, 0.1, 0.06)
     geometry = [
         keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed + 1),
@@ -76,12 +76,22 @@ def augmenter(seed: int, level: Augment = Augment.FULL) -> keras.Sequential:
         keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 3),
     ]
     if level == Augment.MILD:
-        return keras.Sequential(flip + geometry, name="train_augmentation")
+        return flip + geometry, []
     intensity = [
         keras.layers.RandomBrightness(0.1, value_range=(0.0, 255.0), seed=seed + 4),
         keras.layers.RandomContrast(0.2, seed=seed + 5),
     ]
-    return keras.Sequential(flip + geometry + intensity, name="train_augmentation")
+    return flip + geometry, intensity
+
+
+def augmenter(seed: int, level: Augment = Augment.FULL) -> keras.Sequential:
+    """B-mode ultrasound augmentation: horizontal flip (left-right has no anatomical
+    meaning in a breast scan; up-down does: depth runs top-down, so no vertical flip),
+    small scale / shift / rotation (probe position), brightness / contrast (gain, dynamic
+    range). Speckle-like multiplicative noise and gamma are in `augment_images`. `mild`
+    keeps the flip and a third to a half of the geometry; `flip` only the flip."""
+    geometry, intensity = augmenter_parts(seed, level)
+    return keras.Sequential(geometry + intensity, name="train_augmentation")
 
 
 def augment_images(
@@ -89,8 +99,11 @@ def augment_images(
 ) -> tf.Tensor:
     """images float [B, S, S, 3] in [0, 255] -> augmented, same range (train only)."""
     x = layers(images, training=True)
-    if level != Augment.FULL:
-        return x
+    return gamma_and_speckle(x, seed) if level == Augment.FULL else x
+
+
+def gamma_and_speckle(x: tf.Tensor, seed: int) -> tf.Tensor:
+    """The full level's last intensity changes: a random gamma and multiplicative noise."""
     batch = tf.shape(x)[0]
     gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], -0.2, 0.2, seed=seed + 6))
     x = 255.0 * tf.pow(tf.clip_by_value(x / 255.0, 0.0, 1.0), gamma)
@@ -114,11 +127,25 @@ def augmented(ds: tf.data.Dataset, seed: int, level: str | bool = Augment.FULL) 
 # --------------------------------------------------------------------------- kept epoch
 
 
+def images_and_labels(batch) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of the classifier's (images, labels) or of the joint network's (images,
+    targets by output, sample weights) -> (images, labels)."""
+    images, targets = batch[0], batch[1]
+    return images, targets[C.PROBABILITIES] if isinstance(targets, dict) else targets
+
+
+def classifier_view(model: keras.Model) -> keras.Model:
+    """images -> probabilities, whatever else the model outputs (the joint lesion map)."""
+    return keras.Model(model.inputs, model.get_layer(C.PROBABILITIES).output)
+
+
 def positive_scores(model: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(P(positive), labels) over a dataset of (images, labels)."""
+    """(P(positive), labels) over a dataset of (images, labels) or joint batches."""
+    classify = classifier_view(model)
     scores, labels = [], []
-    for images, batch_labels in ds:
-        scores.append(model(images, training=False).numpy()[:, C.POSITIVE_LABEL])
+    for batch in ds:
+        images, batch_labels = images_and_labels(batch)
+        scores.append(classify(images, training=False).numpy()[:, C.POSITIVE_LABEL])
         labels.append(batch_labels.numpy())
     return np.concatenate(scores), np.concatenate(labels)
 
@@ -172,11 +199,12 @@ def _learning_rate(recipe: Recipe, steps_per_epoch: int):
 
 
 def _set_trainable(model: keras.Model, backbone: bool, freeze_bn: bool) -> None:
-    """Head always trainable; the backbone as asked; BatchNorm frozen (inference mode in
-    tf_keras when not trainable) when `freeze_bn`."""
-    head = {M.LOGITS_LAYER, "head_dropout"}
+    """Everything after the backbone (the head; a joint network's decoder) always trainable;
+    the backbone as asked; its BatchNorm frozen (inference mode in tf_keras when not
+    trainable) when `freeze_bn`."""
+    trunk = M.backbone_layers(model)
     for layer in model.layers:
-        if layer.name in head:
+        if layer.name not in trunk:
             layer.trainable = True
         elif isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = backbone and not freeze_bn
@@ -184,7 +212,7 @@ def _set_trainable(model: keras.Model, backbone: bool, freeze_bn: bool) -> None:
             layer.trainable = backbone
 
 
-def _class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
+def class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=classes).astype(float)
     return {c: float(len(labels) / (classes * max(n, 1.0))) for c, n in enumerate(counts)}
 
@@ -199,19 +227,28 @@ def fit_classifier(
     eval_ds: tf.data.Dataset,
     train_labels: np.ndarray,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    mask_loss_weight: float | None = None,
 ) -> FitResult:
-    """Trains `model` (built by `modules.model.build_model`) with the recipe; returns it
-    holding the kept epoch's weights. `train_ds` yields (images, labels) batches, already
-    augmented if the recipe asks; `train_labels`: the labels of one pass (class weights,
-    steps per epoch)."""
-    classes = model.output_shape[-1]
+    """Trains `model` (built by `modules.model.build_model`, or the joint network of
+    `modules.joint.network` with a `mask_loss_weight`) with the recipe; returns it holding
+    the kept epoch's weights. `train_ds` yields (images, labels) batches (joint: (images,
+    targets, sample weights), class weights already in them), already augmented if the
+    recipe asks; `train_labels`: the labels of one pass (class weights, steps per epoch)."""
+    joint = mask_loss_weight is not None
+    classes = model.get_layer(C.PROBABILITIES).output_shape[-1]
     steps = max(int(np.ceil(len(train_labels) / recipe.batch_size)), 1)
-    class_weight = _class_weights(train_labels, classes) if recipe.class_weight else None
+    wanted = recipe.class_weight and not joint
+    class_weight = class_weights(train_labels, classes) if wanted else None
     keep_best = KeptEpoch(recipe.kept_epoch) is KeptEpoch.BEST_EVAL_AUC
     total = recipe.head_epochs + recipe.epochs
     history: dict[str, list[float]] = {}
-    loss = keras.losses.SparseCategoricalCrossentropy()
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    loss_weights = None
+    if joint:
+        loss, loss_weights = joint_losses(mask_loss_weight)
+        metrics = {C.PROBABILITIES: accuracy}
+    else:
+        loss, metrics = keras.losses.SparseCategoricalCrossentropy(), accuracy
     progress = Progress(total, log)
     t0 = time.time()
     tracker = EvalAuc(eval_ds)
@@ -225,7 +262,12 @@ def fit_classifier(
         _set_trainable(model, backbone=backbone, freeze_bn=recipe.freeze_bn)
         rate = lr if lr is not None else _learning_rate(recipe, steps)
         wd = recipe.weight_decay if backbone else 0.0
-        model.compile(optimizer=_optimizer(recipe, rate, wd), loss=loss, metrics=metrics)
+        model.compile(
+            optimizer=_optimizer(recipe, rate, wd),
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=metrics,
+        )
         log.info(
             "%s phase: %d epochs (%s trainable weights)",
             name,

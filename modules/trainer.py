@@ -21,7 +21,11 @@ from modules import calibration, recipe, roi_crop
 from modules import contract as C
 from modules import model as M
 from modules.backbones import backbone
-from modules.options import OperatingPoint, TrainerOptions, from_custom_config
+from modules.joint import network as J
+from modules.joint.data import joint_augmented, joint_dataset, mask_report
+from modules.joint.explain import METHOD as EXPLANATION_METHOD
+from modules.joint.signatures import joint_signatures
+from modules.options import Architecture, OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
 from modules.training import transformed_records
@@ -29,6 +33,7 @@ from modules.transform import decode_images, decode_masks, prepare_images
 from modules.warmup import write_warmup_requests
 
 AUTOTUNE = tf.data.AUTOTUNE
+GRADCAM_METHOD = "Grad-CAM of the decided class's logit"
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +67,8 @@ def dataset_logits(
     logits_model = keras.Model(model.inputs, model.get_layer(M.LOGITS_LAYER).output)
     logits_of = lambda x: logits_model(x, training=False)  # noqa: E731
     logits, labels = [], []
-    for images, batch_labels in ds:
+    for batch in ds:
+        images, batch_labels = recipe.images_and_labels(batch)
         logits.append(M.mirror_logits(logits_of, images, mirror_tta).numpy())
         labels.append(batch_labels.numpy())
     return np.concatenate(logits), np.concatenate(labels)
@@ -213,11 +219,12 @@ def _no_masks(images: tf.Tensor) -> tf.Tensor:
     return tf.zeros([tf.shape(images)[0], C.ROI_MASK_SIZE, C.ROI_MASK_SIZE], tf.uint8)
 
 
-def train_labels(file_patterns: list[str]) -> np.ndarray:
-    """The labels of one pass over a split (class weights, steps per epoch)."""
-    spec = {C.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+def train_labels(file_patterns: list[str], feature: str = C.LABEL) -> np.ndarray:
+    """One int64 feature (the labels: class weights, steps per epoch) over one pass of a
+    split."""
+    spec = {feature: tf.io.FixedLenFeature([], tf.int64)}
     ds = transformed_records(file_patterns, None).batch(256)
-    ds = ds.map(lambda r: tf.io.parse_example(r, spec)[C.LABEL])
+    ds = ds.map(lambda r: tf.io.parse_example(r, spec)[feature])
     batches = [b.numpy() for b in ds]
     return np.concatenate(batches) if batches else np.zeros([0], np.int64)
 
@@ -237,9 +244,12 @@ def train_classifier(
     eval_files: list[str],
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> tuple[recipe.FitResult, tf.data.Dataset]:
-    """Builds the configured backbone and trains it with the configured recipe on
-    transformed examples; returns the fit (model with the kept epoch's weights) and the
-    eval dataset. What `run_fn` and bench/recipe.py both run."""
+    """Builds the configured backbone (or, with `architecture = joint`, the joint network)
+    and trains it with the configured recipe on transformed examples; returns the fit
+    (model with the kept epoch's weights) and the eval dataset. What `run_fn` and
+    bench/recipe.py both run."""
+    if is_joint(opts):
+        return _train_joint(opts, train_files, eval_files, callbacks)
     keras.utils.set_random_seed(opts.seed)
     plan = recipe_of(opts)
     size, batch = opts.image_size, opts.batch_size
@@ -251,6 +261,36 @@ def train_classifier(
     )
     fit = recipe.fit_classifier(
         model, plan, train_ds, eval_ds, train_labels(train_files), callbacks
+    )
+    return fit, eval_ds
+
+
+def is_joint(opts: TrainerOptions) -> bool:
+    return Architecture(opts.architecture) is Architecture.JOINT
+
+
+def _train_joint(
+    opts: TrainerOptions,
+    train_files: list[str],
+    eval_files: list[str],
+    callbacks: list[keras.callbacks.Callback] | None,
+) -> tuple[recipe.FitResult, tf.data.Dataset]:
+    """The joint network: class loss + `mask_loss_weight` x (Dice + BCE) of its lesion map
+    on the images that have a mask; class weights as sample weights."""
+    keras.utils.set_random_seed(opts.seed)
+    plan = recipe_of(opts)
+    size, batch, side = opts.image_size, opts.batch_size, J.mask_side(opts.image_size)
+    labels = train_labels(train_files)
+    mask_report(labels, train_labels(train_files, C.HAS_MASK), opts.classes)
+    weights = recipe.class_weights(labels, len(opts.classes)) if plan.class_weight else None
+    train_ds = joint_dataset(train_files, size, side, batch, weights, shuffle_seed=opts.seed)
+    train_ds = joint_augmented(train_ds, opts.seed, plan.augment)
+    eval_ds = joint_dataset(eval_files, size, side, batch)
+    model = J.build_joint_model(
+        len(opts.classes), size, opts.weights, opts.backbone, dropout=plan.head_dropout
+    )
+    fit = recipe.fit_classifier(
+        model, plan, train_ds, eval_ds, labels, callbacks, opts.mask_loss_weight
     )
     return fit, eval_ds
 
@@ -267,13 +307,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     segmenter = (
         load_segmenter(fn_args.base_model, opts.image_size, opts.segmenter_size)
-        if opts.segmenter_size
+        if opts.segmenter_size and not is_joint(opts)
         else None
     )
-    signatures = _serving_signatures(model, segmenter, tf_transform_output, opts, decision)
+    if is_joint(opts):
+        signatures = joint_signatures(model, tf_transform_output, opts, decision)
+    else:
+        signatures = _serving_signatures(model, segmenter, tf_transform_output, opts, decision)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
-    for images, _ in eval_ds.take(1):  # two real eval images, re-encoded as PNG; TF Serving
-        warm = tf.cast(images[:2], tf.uint8).numpy()  # runs them on the version it loads,
+    for batch in eval_ds.take(1):  # two real eval images, re-encoded as PNG; TF Serving
+        images, _ = recipe.images_and_labels(batch)  # runs them on the version it loads,
+        warm = tf.cast(images[:2], tf.uint8).numpy()
         write_warmup_requests(fn_args.serving_model_dir, warm, model_name="")  # any name
     info = os.path.join(fn_args.serving_model_dir, C.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info))
@@ -282,6 +326,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             {
                 **{k: v for k, v in dataclasses.asdict(opts).items() if k != "code"},
                 "weights_source": backbone(opts.backbone).weights_source(opts.weights),
+                "explanation": EXPLANATION_METHOD if is_joint(opts) else GRADCAM_METHOD,
                 "train_seconds": round(train_seconds, 1),
                 "kept_epoch_index": fit.kept_epoch,
                 "best_eval_auc": fit.best_eval_auc,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from modules import contract as C
 from modules.options import (
+    Architecture,
     Augment,
     Backbone,
     KeptEpoch,
@@ -92,6 +93,23 @@ def _check_segmenter_model(path: str, roi: bool) -> None:
         )
 
 
+def _check_joint(cfg: PipelineConfig) -> None:
+    """What `architecture=joint` cannot be combined with, said before any component runs."""
+    if cfg.roi:
+        raise ValueError(
+            "architecture=joint finds the lesion itself and classifies the whole image: "
+            "turn ROI off (--no-roi, roi=False)"
+        )
+    if cfg.image_size % 32:
+        raise ValueError(
+            f"architecture=joint needs image_size a multiple of 32, got {cfg.image_size}"
+        )
+    if cfg.mirror_tta:
+        raise ValueError("mirror_tta is not available with architecture=joint")
+    if cfg.mask_loss_weight < 0:
+        raise ValueError(f"mask_loss_weight must be >= 0, got {cfg.mask_loss_weight}")
+
+
 @dataclass
 class PipelineConfig:
     """Paper defaults: 299 px, ROI on, SMOTE on, Nadam 1e-4, 22 epochs, batch 32; beyond
@@ -105,6 +123,12 @@ class PipelineConfig:
     image_size: int = 299
     max_image_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS  # larger images are rejected, see contract
     roi: bool = True
+    # "two-stage": a separate lesion segmenter (with ROI on) draws the classifier's ROI.
+    # "joint": one network, the backbone as a shared encoder with a lesion decoder and a head
+    # that pools under the lesion map it draws (modules/joint/); it finds the lesion itself,
+    # so ROI is off, and it trains on the masks Transform writes at image_size / 4.
+    architecture: Architecture = Architecture.TWO_STAGE
+    mask_loss_weight: float = 1.0  # joint: loss = class CE + this x (Dice + BCE) of the mask
     # With ROI on, a lesion segmenter is trained in the pipeline and served in the same graph:
     # a request without a mask gets the segmenter's ROI (see modules/segmenter/). The
     # classifier trains on the segmenter's ROI ("predicted": what it sees when serving
@@ -207,6 +231,9 @@ class PipelineConfig:
         self.operating_point = OperatingPoint(self.operating_point)
         check_recipe(self)
         self.train_roi = TrainRoi(self.train_roi)
+        self.architecture = Architecture(self.architecture)
+        if self.architecture is Architecture.JOINT:
+            _check_joint(self)
         self.roi_mode = RoiMode(self.roi_mode)
         if not 0.0 <= self.roi_margin <= 1.0:
             raise ValueError(f"roi_margin must be in [0, 1], got {self.roi_margin}")
@@ -228,7 +255,10 @@ class PipelineConfig:
 
     @property
     def active_segmenter_size(self) -> int:
-        """The segmenter's side, 0 when there is none (ROI off)."""
+        """The side of the masks Transform writes: the segmenter's, the joint network's lesion
+        map's, or 0 when nothing learns a mask (ROI off, two-stage)."""
+        if self.architecture is Architecture.JOINT:
+            return self.image_size // C.LESION_MAP_STRIDE
         return self.segmenter_size if self.roi else 0
 
     def replace(self, **changes) -> PipelineConfig:

@@ -8,6 +8,7 @@ import argparse
 from modules import contract as C
 from modules.backbones import BACKBONES
 from modules.options import (
+    Architecture,
     Augment,
     KeptEpoch,
     Optimizer,
@@ -108,6 +109,18 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         "flipped image gets the same answer; a second classifier pass)",
     )
     p.add_argument(
+        "--architecture",
+        choices=values(Architecture),
+        help="two-stage: a separate segmenter draws the ROI the classifier judges; joint: one "
+        "network finds the lesion and judges it, in one pass (implies --no-roi)",
+    )
+    p.add_argument(
+        "--mask-loss-weight",
+        type=float,
+        metavar="W",
+        help="joint: loss = class cross-entropy + W x (Dice + BCE) of the lesion map (default 1)",
+    )
+    p.add_argument(
         "--roi",
         action=argparse.BooleanOptionalAction,
         help="lesion ROI: the radiologist's mask or, without one, the pipeline's segmenter "
@@ -183,9 +196,13 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "threshold_method": args.threshold_method,
         "segmenter_model": args.segmenter_model,
         "model_name": args.model_name,
+        "architecture": args.architecture,
+        "mask_loss_weight": args.mask_loss_weight,
         **paths,
     }
     overrides = {k: v for k, v in knobs.items() if v is not None}
+    if args.architecture == Architecture.JOINT.value:
+        overrides["roi"] = False  # it finds the lesion itself; --roi with it is refused
     if args.roi is not None:
         overrides["roi"] = args.roi
     if args.mirror_tta is not None:

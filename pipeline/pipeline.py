@@ -210,6 +210,8 @@ def trainer_options(cfg: PipelineConfig, code: str) -> TrainerOptions:
         train_roi=cfg.train_roi.value,
         segmenter_size=cfg.active_segmenter_size,
         **_roi_postprocess(cfg),
+        architecture=cfg.architecture.value,
+        mask_loss_weight=cfg.mask_loss_weight,
         code=code,
     )
 

@@ -77,7 +77,7 @@ def test_specificity_and_youden_rules():
 
 def test_exported_outputs_decide_at_the_threshold():
     logits = tf.constant([[0.0, -2.0], [0.0, -0.1], [0.0, 0.3], [0.0, 4.0]])
-    out = M._class_outputs(logits, M.Decision(temperature=2.0, threshold=0.45))
+    out = M.class_outputs(logits, M.Decision(temperature=2.0, threshold=0.45))
     p = out["positive_probability"].numpy()
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-logits.numpy()[:, 1] / 2.0)), rtol=1e-6)
     assert out["class_id"].numpy().tolist() == (p >= 0.45).astype(int).tolist()

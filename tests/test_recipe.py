@@ -168,5 +168,5 @@ def test_augmentation_levels():
 
 
 def test_class_weights_balance_the_loss():
-    weights = R._class_weights(np.array([0, 0, 0, 1]), 2)
+    weights = R.class_weights(np.array([0, 0, 0, 1]), 2)
     assert weights[1] == pytest.approx(3 * weights[0])

@@ -46,7 +46,7 @@ def postprocess_of(options) -> RoiPostprocess:
     )
 
 
-def _conv_block(x, filters: int, name: str):
+def conv_block(x, filters: int, name: str):
     for i in (1, 2):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_c{i}")(x)
         # momentum 0.9, not Keras' 0.99: a few hundred steps on a small dataset otherwise
@@ -68,14 +68,14 @@ def build_segmenter(image_size: int, mask_size: int, width: int = WIDTH) -> kera
     skips = []
     widths = (width, 2 * width, 4 * width)
     for level, filters in enumerate(widths):
-        x = _conv_block(x, filters, f"down{level}")
+        x = conv_block(x, filters, f"down{level}")
         skips.append(x)
         x = keras.layers.MaxPooling2D(name=f"pool{level}")(x)
-    x = _conv_block(x, 8 * width, "bottom")
+    x = conv_block(x, 8 * width, "bottom")
     for level, filters in reversed(list(enumerate(widths))):
         x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
         x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = _conv_block(x, filters, f"dec{level}")
+        x = conv_block(x, filters, f"dec{level}")
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name=PROBABILITY, dtype=tf.float32)(x)
     return keras.Model(inputs, outputs, name="lesionlens_segmenter")
 
@@ -110,9 +110,9 @@ def build_lite0_segmenter(
     for level, filters in reversed(list(enumerate((width, 2 * width, 4 * width, 8 * width)))):
         x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level + 1}")(x)
         x = keras.layers.Concatenate(name=f"skip{level + 1}")([x, skips[level]])
-        x = _conv_block(x, filters, f"dec{level + 1}")
+        x = conv_block(x, filters, f"dec{level + 1}")
     x = keras.layers.Conv2DTranspose(width, 2, strides=2, name="up0")(x)
-    x = _conv_block(x, width, "dec0")
+    x = conv_block(x, width, "dec0")
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name=PROBABILITY, dtype=tf.float32)(x)
     return keras.Model(inputs, outputs, name="lesionlens_segmenter_lite0")
 
