@@ -124,3 +124,15 @@ def test_unknown_method_fails_when_the_pipeline_is_built(tmp_path):
 
     with pytest.raises(ValueError, match="'pixels' is not a valid SmoteMethod"):
         profile("demo", smote="pixels")
+
+
+def test_synthetic_examples_carry_no_mask(tmp_path):
+    """A blend of two images has no outline of its own: the joint network must not train a
+    template's mask on it (it reads has_mask = 0 as "class loss only")."""
+    _, dst = run_executor(tmp_path, "out")
+    files = glob.glob(os.path.join(artifact_utils.get_split_uri([dst], "train"), "*"))
+    flags = [
+        tf.train.Example.FromString(r.numpy()).features.feature[C.HAS_MASK].int64_list.value[0]
+        for r in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ]
+    assert flags.count(1) == 42 and flags.count(0) == 18  # the real ones, then 18 new

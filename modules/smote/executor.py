@@ -33,11 +33,15 @@ def _image(ex: tf.train.Example) -> np.ndarray:
 
 def _synthetic_example(template: tf.train.Example, image: np.ndarray, label: int) -> bytes:
     ex = tf.train.Example()
-    ex.CopyFrom(template)  # modality / dataset / has_mask of a real example of the same class
+    ex.CopyFrom(template)  # modality / dataset of a real example of the same class
     ex.features.feature[C.IMAGE].bytes_list.value[:] = [
         tf.make_tensor_proto(image).SerializeToString()
     ]
     ex.features.feature[C.LABEL].int64_list.value[:] = [int(label)]
+    # A synthetic image blends two real ones; the template's mask outlines neither, so it
+    # is marked as having none: the joint network trains its class only (modules/joint).
+    if C.HAS_MASK in ex.features.feature:
+        ex.features.feature[C.HAS_MASK].int64_list.value[:] = [0]
     return ex.SerializeToString()
 
 
