@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -438,6 +439,10 @@ def test_cli_ingest_ok(tmp_path, pool, capsys):
     out = capsys.readouterr().out
     assert "wrote" in out and "normal" not in out.split("near-duplicate")[0]
     assert (tmp_path / "out" / "manifest.json").exists()
+    # progress: the last line counts every image read (24: 12 benign, 12 malignant)
+    done = re.findall(r"^\[ingest\] (\d+)/(\d+) images \((\d+) %\)", out, re.MULTILINE)
+    assert done and done[-1] == ("24", "24", "100")
+    assert not (tmp_path / "out" / "_work").exists()  # the progress marks are cleared
 
 
 def test_cli_max_pixels_skips_larger_images(tmp_path, pool, capsys):

@@ -2,9 +2,12 @@
 the DirectRunner and on a local dask.distributed cluster (Beam's DaskRunner)."""
 
 import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,7 +16,7 @@ from conftest import bomb_png, read_raw_examples
 from PIL import Image
 
 from lesionlens.cli import main
-from lesionlens.score import gallery
+from lesionlens.score import gallery, sinks
 from modules import contract as C
 from modules import image_io
 from modules.raw_examples import build_raw_example
@@ -114,8 +117,9 @@ def test_every_good_image_scored_as_serving_default_scores_it(model, source, dir
         if image_id != f"benign/{HOSTILE}":
             assert r["gradcam_overlay"] == f"overlays/{stem}_{r['class_name']}_gradcam.png"
         else:  # a name made safe for every file system; the row keeps the real one
-            want = f"overlays/benign/_img src_x onerror_alert(1)__{r['class_name']}_gradcam.png"
-            assert r["gradcam_overlay"] == want
+            digest = hashlib.sha256(image_id.encode()).hexdigest()[: sinks.HASH_HEX]
+            want = f"overlays/benign/_img src_x onerror_alert(1)_~{digest}_{r['class_name']}"
+            assert r["gradcam_overlay"] == want + "_gradcam.png"
         with Image.open(out / r["gradcam_overlay"]) as drawn, Image.open(src / image_id) as image:
             left = drawn.crop(overlay.panel_boxes(image.size)[0])  # the original, full size
             assert np.array_equal(np.asarray(left), overlay.to_rgb(image))
@@ -237,6 +241,92 @@ def test_a_single_image_file_is_scored(toy, toy_images, tmp_path):
     assert (out / row["gradcam_overlay"]).is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["scored"], summary["rejected"]) == (1, 0)
+
+
+def test_progress_lines_and_the_wall_time_of_the_run(toy, toy_images, tmp_path, capsys):
+    """One progress line at least, the last one every input done (scored or rejected);
+    the summary's time is the command's wall time, the pipeline's share inside it."""
+    base, _ = toy
+    src = tmp_path / "src"
+    shutil.copytree(toy_images, src)
+    (src / "benign" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    t0 = time.time()
+    assert main(["score", base, str(src), str(out), "--batch-size", "1"]) == 0
+    elapsed = time.time() - t0
+    printed = capsys.readouterr().out
+    lines = re.findall(r"^\[score\] (\d+)/(\d+) images \((\d+) %\)", printed, re.MULTILINE)
+    assert lines and lines[-1] == ("3", "3", "100")
+    assert all(int(done) <= 3 for done, _, _ in lines)
+    assert not (out / "_progress").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scored"], summary["rejected"]) == (2, 1)
+    assert summary["pipeline_seconds"] <= summary["wall_seconds"] <= elapsed
+    assert summary["wall_images_per_second"] == round(2 / summary["wall_seconds"], 2)
+    last = printed.strip().splitlines()[-2]  # then the "wrote ..." line
+    assert last.startswith(f"scored 2, rejected 1 in {summary['wall_seconds']} s (")
+
+
+def test_overlay_names_are_distinct_for_distinct_ids():
+    """Ids that clean to one name (unsafe characters, another extension, `..`) get a hash
+    of the whole id; a safe `.png` id keeps its name; no name is shared."""
+    ids = [
+        "benign/benign (1).png",
+        "benign/benign (10).png",
+        "a<b.png",
+        "a>b.png",
+        "a_b.png",
+        "x.png",
+        "x.jpg",
+        "x.jpeg",
+        "x",
+        "x.PNG",
+        "../x.png",
+        "./x.png",
+        "dir/x.png",
+        "dir//x.png",
+        "dir_x.png",
+        "x~" + hashlib.sha256(b"x").hexdigest()[: sinks.HASH_HEX] + ".png",  # looks hashed
+        HOSTILE,
+        "",
+    ]
+    names = [sinks.overlay_name(i, "benign") for i in ids]
+    assert len(set(names)) == len(ids), sorted(names)
+    thumbs = {gallery.thumbnail_name(n) for n in names}
+    assert len(thumbs) == len(ids)
+    assert names[0] == "overlays/benign/benign (1)_benign_gradcam.png"
+    assert names[5] == "overlays/x_benign_gradcam.png"
+    assert names[12] == "overlays/dir/x_benign_gradcam.png"
+    digest = hashlib.sha256(b"x.jpg").hexdigest()[: sinks.HASH_HEX]
+    assert names[6] == f"overlays/x.jpg~{digest}_benign_gradcam.png"
+    for name in names:  # always below OUT/overlays, never a folder up
+        assert name.startswith("overlays/") and ".." not in name.split("/")
+
+
+def test_two_inputs_cleaning_to_one_name_keep_both_overlays(toy, toy_images, tmp_path):
+    """`a<b.png` and `a>b.png` were both written as overlays/a_b_..._gradcam.png, the second
+    over the first; each now has its own overlay and thumbnail, each of its own image."""
+    base, _ = toy
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(9)
+    pictures = {}
+    for name, value in (("a<b.png", 30), ("a>b.png", 220)):
+        pictures[name] = np.full((24, 32, 3), value, np.uint8)
+        pictures[name][::2] = rng.integers(0, 256, (12, 32, 3), dtype=np.uint8)
+        Image.fromarray(pictures[name]).save(src / name)
+    out = tmp_path / "out"
+    assert main(["score", base, str(src), str(out), "--overlays"]) == 0
+    rows = rows_by_id(out)
+    assert sorted(rows) == ["a<b.png", "a>b.png"]
+    overlays = {i: r["gradcam_overlay"] for i, r in rows.items()}
+    assert len(set(overlays.values())) == 2
+    for image_id, name in overlays.items():
+        with Image.open(out / name) as drawn:
+            left = drawn.crop(overlay.panel_boxes((32, 24))[0])
+            assert np.array_equal(np.asarray(left), pictures[image_id])  # its own image
+        assert (out / gallery.thumbnail_name(name)).is_file()
+    assert len(list((out / sinks.OVERLAYS).iterdir())) == 2
 
 
 def test_a_binary_file_that_is_no_image_is_a_clear_error(toy, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from modules import contract as C
 
@@ -69,6 +70,7 @@ def add_cli(subparsers) -> None:
 
 
 def _run(args, extra: list[str]) -> int:
+    started = time.time()  # the manifest's wall time counts the imports below too
     # Beam (2 s) and TensorFlow load only here, so `--help` and argument errors answer at once.
     from lesionlens.ingest import job, layouts, records
 
@@ -84,6 +86,7 @@ def _run(args, extra: list[str]) -> int:
         drop_conflicts=args.drop_conflicts,
         dataset=args.dataset,
         max_pixels=args.max_pixels,
+        started=started,
     )
     try:
         manifest = job.run(cfg, extra)

@@ -18,12 +18,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from lesionlens import beam_files
+from lesionlens import beam_files, progress
 from lesionlens.ingest import layouts, records, splits
 from modules import contract as C
 
 OK, SKIPPED_TAG = "ok", "skipped"
 SHARD_SIZE = 5000  # examples per TFRecord file (at least one file per split)
+READ_CHUNK = 16  # images read as one unit: the unit of progress marks (lesionlens.progress)
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +41,7 @@ class IngestConfig:
     drop_conflicts: bool = False
     dataset: str | None = None
     max_pixels: int = C.DEFAULT_MAX_IMAGE_PIXELS  # larger images are skipped, from the header
+    started: float | None = None  # time.time() when the command started; default: run()'s
 
 
 class IngestError(RuntimeError):
@@ -55,6 +57,14 @@ def _read(c: layouts.Candidate, max_pixels: int) -> tuple[str, object]:
     except Exception as e:
         reason = f"{c.path}: unexpected error reading it: {type(e).__name__}: {e}"
         return SKIPPED_TAG, {"path": c.image_id, "reason": reason}
+
+
+def _read_chunk(chunk: tuple[int, list[layouts.Candidate]], max_pixels: int, marks: str):
+    """Reads one chunk of candidates, then marks it done for the launcher's progress lines."""
+    index, candidates = chunk
+    results = [_read(c, max_pixels) for c in candidates]
+    progress.mark(marks, f"read-{index}", len(results))
+    yield from results
 
 
 def _plan(keys: list[tuple[str, int, str]], cfg: IngestConfig) -> dict:
@@ -137,10 +147,12 @@ def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: 
     """
     modality = C.LAYOUT_MODALITY[layout]
     shards = max(1, -(-len(disc.candidates) // SHARD_SIZE))
+    found = disc.candidates
+    chunks = [(i, found[i : i + READ_CHUNK]) for i in range(0, len(found), READ_CHUNK)]
     read = (
         p
-        | "Candidates" >> beam.Create(disc.candidates)
-        | "ReadAndValidate" >> beam.Map(_read, cfg.max_pixels)
+        | "Candidates" >> beam.Create(chunks)
+        | "ReadAndValidate" >> beam.FlatMap(_read_chunk, cfg.max_pixels, _marks(cfg))
     )
     good = read | "Good" >> beam.Filter(lambda r: r[0] == OK) | "Records" >> beam.Values()
     plan = (
@@ -177,6 +189,10 @@ def build(p: beam.Pipeline, disc: layouts.Discovery, cfg: IngestConfig, layout: 
     return written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Map(lambda n: n)
 
 
+def _marks(cfg: IngestConfig) -> str:
+    return FileSystems.join(cfg.out, "_work", "progress")
+
+
 def _read_text(path: str) -> str:
     if not FileSystems.exists(path):
         return ""
@@ -186,7 +202,7 @@ def _read_text(path: str) -> str:
 
 def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
     """Runs the job and returns the manifest (also written to OUT/manifest.json)."""
-    t0 = time.time()
+    t0 = cfg.started or time.time()
     layout = layouts.detect_layout(cfg.src) if cfg.layout == "auto" else cfg.layout
     classes = tuple(cfg.classes or C.DEFAULT_CLASSES[layout])
     disc = layouts.discover(cfg.src, layout, classes)
@@ -208,7 +224,14 @@ def run(cfg: IngestConfig, beam_args: list[str] | None = None) -> dict:
             FileSystems.delete([m.path for m in old])
 
     options = PipelineOptions(beam_args or [])
-    beam_files.run_pipeline(lambda p: build(p, disc, cfg, layout, dataset), options)
+    marks = _marks(cfg)
+    progress.clear(marks)
+    emit = lambda line: log.info("%s", line)  # noqa: E731
+    try:
+        with progress.Reporter(marks, len(disc.candidates), "images", emit=emit):
+            beam_files.run_pipeline(lambda p: build(p, disc, cfg, layout, dataset), options)
+    finally:
+        progress.clear(marks)
 
     work = FileSystems.join(cfg.out, "_work")
     plan = json.loads(_read_text(FileSystems.join(work, "plan.json")) or "null")

@@ -4,6 +4,7 @@ files on every runner, DaskRunner included)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -73,17 +74,38 @@ class WriteShards(beam.PTransform):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._()/ -]+")
+HASH_MARK = "~"  # never in a name kept as it is (`_UNSAFE` replaces it), so no clash with one
+HASH_HEX = 12  # 48 bits: among 100,000 renamed inputs a clash has a chance of about 2e-5
+
+
+def overlay_stem(image_id: str) -> str:
+    """The OUT/overlays-relative stem of an image's overlay: distinct for distinct ids.
+
+    An id that is a safe relative path ending in `.png` keeps its folders and name, less the
+    extension (`benign/benign (1).png` -> `benign/benign (1)`); any other id (unsafe
+    characters, `..` or empty folders, another extension such as `.jpg`, none) would lose
+    something in cleaning, and two such ids could clean to one name (`a<b.png`, `a>b.png`;
+    `x.png`, `x.jpg`): it gets `~` and a hash of the whole id (`x~3f2a...`)."""
+    stem = image_id[: -len(".png")] if image_id.endswith(".png") else image_id
+    parts = [p for p in _UNSAFE.sub("_", stem).split("/") if p not in ("", ".", "..")]
+    parts = parts or ["image"]
+    if "/".join(parts) == stem and stem != image_id:
+        return stem
+    digest = hashlib.sha256(image_id.encode("utf-8")).hexdigest()[:HASH_HEX]
+    parts[-1] = f"{parts[-1]}{HASH_MARK}{digest}"
+    return "/".join(parts)
 
 
 def overlay_name(image_id: str, class_name: str) -> str:
-    """OUT-relative overlay path that keeps the source's folders (ids are unique) and names
-    the predicted class, as `lesionlens predict` does."""
+    """OUT-relative overlay path that keeps the source's folders and names the predicted
+    class, as `lesionlens predict` does; distinct ids never share one (`overlay_stem`), so
+    workers writing at the same time never overwrite each other's overlays or thumbnails."""
     from serving.overlay import overlay_file_name
 
-    stem = image_id.rsplit(".", 1)[0] if "." in image_id.rsplit("/", 1)[-1] else image_id
-    parts = [p for p in _UNSAFE.sub("_", stem).split("/") if p not in ("", ".", "..")]
-    parts = parts or ["image"]
-    return "/".join([OVERLAYS, *parts[:-1], overlay_file_name(parts[-1], class_name)])
+    folders, _, name = overlay_stem(image_id).rpartition("/")
+    return "/".join(
+        [OVERLAYS, *([folders] if folders else []), overlay_file_name(name, class_name)]
+    )
 
 
 def write_overlay(out: str, image_id: str, class_name: str, png: bytes) -> str:
