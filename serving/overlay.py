@@ -13,7 +13,10 @@ Two styles (`STYLES`):
   which side of it the image fell), `roi_source`, the model's name and version, a colour bar
   of the heat map with its meaning, and a legend of the outlines. The ROI the model used is
   drawn as a smooth contour (`roi_field`, `draw_contour`); a radiologist's mask, when the
-  request had one, as a second contour in magenta. `render` returns the caption it drew.
+  request had one, as a second contour in magenta, labelled "reference outline, not used
+  by the model" when the model drew its own ROI or used the whole image (`mask_legend`).
+  The caption opens with `NOTICE` (research use only, not for diagnosis), which both styles
+  also carry as a PNG text chunk. `render` returns the caption it drew.
   Text is drawn in DejaVu Sans where the system has it (Debian: fonts-dejavu-core), else in
   Pillow's bundled font (`font_name()` says which), sized with the image (`font_size`).
 - `compact`: the earlier single panel, the blend alone with the ROI's staircase outline.
@@ -35,11 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from modules import contract as C
 
 DEFAULT_ALPHA = 0.4
+# On every overlay (the captioned style's first line; a PNG text chunk in both styles) and
+# every gallery page: the model is a research prototype, its answer no clinical finding.
+NOTICE = "Research use only, not for diagnosis."
+NOTICE_COLOUR = (255, 191, 0)
+THUMB_GAP = 4  # pixels between a thumbnail's two panels
 OUTLINE_COLOUR = (0, 255, 0)
 OUTLINE_WIDTH = 2  # pixels, inside the ROI
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
@@ -160,8 +168,18 @@ def overlay_png(
     buffer = io.BytesIO()
     # Level 1: 6x faster than Pillow's default 6 on a blended photo (10 vs 62 ms at 448 px,
     # files 15 % larger); a batch job writes one per image.
-    blend(image, heatmap, alpha, roi_mask).save(buffer, format="PNG", compress_level=1)
+    blend(image, heatmap, alpha, roi_mask).save(
+        buffer, format="PNG", compress_level=1, pnginfo=notice_chunk()
+    )
     return buffer.getvalue()
+
+
+def notice_chunk() -> PngImagePlugin.PngInfo:
+    """The notice as a PNG text chunk (`Disclaimer`), which the compact style, having no
+    caption, carries only there."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Disclaimer", NOTICE)
+    return info
 
 
 # --------------------------------------------------------------------- captioned overlays
@@ -385,13 +403,22 @@ def overlay_panel(
     if mask is not None:  # under the ROI's outline and twice as wide: both show where they meet
         field = mask_field(mask, (width, height))
         blended = draw_contour(blended, field, MASK_COLOUR, 2 * line_px)
-        used = " (the ROI's source)" if roi_source == C.ROI_GIVEN else ""
-        legend.append((MASK_COLOUR, f"radiologist's mask{used}"))
+        legend.append((MASK_COLOUR, mask_legend(roi_source)))
     if roi_mask is not None and not np.all(np.asarray(roi_mask) > 0):
         field = roi_field(roi_mask, (width, height))
         blended = draw_contour(blended, field, OUTLINE_COLOUR, line_px)
         legend.insert(0, (OUTLINE_COLOUR, "ROI the model used"))
     return blended, legend
+
+
+def mask_legend(roi_source: str | None) -> str:
+    """What the radiologist's outline is to this answer: the ROI's source when the model
+    used it (`given`); with any other ROI the model never saw it, and the legend says so."""
+    if roi_source == C.ROI_GIVEN:
+        return "radiologist's mask (the ROI's source)"
+    if roi_source in (C.ROI_PREDICTED, C.ROI_NONE):
+        return "radiologist's mask: reference outline, not used by the model"
+    return "radiologist's mask"  # a model without ROI outputs: it may have used it
 
 
 def _canvas_width(width: int, height: int) -> int:
@@ -450,7 +477,9 @@ def captioned(
     lines = prediction.caption_lines()
     heading = "left: the image; right: Grad-CAM over it"
     drawn = [
-        (text, row) for text in [heading, *lines] for row in _wrap(scratch, text, font, text_w)
+        (text, row)
+        for text in [NOTICE, heading, *lines]
+        for row in _wrap(scratch, text, font, text_w)
     ]
     bar_label = (
         f"Grad-CAM 0-1: where the classifier's evidence for {prediction.class_name!r} is "
@@ -470,8 +499,9 @@ def captioned(
     canvas.paste(Image.fromarray(blended), right_box[:2])
     draw = ImageDraw.Draw(canvas)
     y = height + margin
-    for _, row in drawn:
-        draw.text((margin, y), row, fill=TEXT_COLOUR, font=font)
+    for text, row in drawn:
+        colour = NOTICE_COLOUR if text == NOTICE else TEXT_COLOUR
+        draw.text((margin, y), row, fill=colour, font=font)
         y += pitch
     bar_w = min(text_w, 24 * size)
     ramp = jet(np.linspace(0.0, 1.0, bar_w))[None].repeat(size, axis=0)
@@ -493,7 +523,7 @@ def captioned(
         )
         draw.text((margin + 3 * size, y), row, fill=TEXT_COLOUR, font=font)
         y += pitch
-    caption = [heading, *lines, bar_label] + [text for _, text in legend]
+    caption = [NOTICE, heading, *lines, bar_label] + [text for _, text in legend]
     return canvas, "\n".join(caption)
 
 
@@ -514,7 +544,7 @@ def render(
         raise ValueError(f"overlay style must be one of {STYLES}, got {style!r}")
     canvas, caption = captioned(image, heatmap, prediction, alpha, roi_mask, given_mask)
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", compress_level=1)
+    canvas.save(buffer, format="PNG", compress_level=1, pnginfo=notice_chunk())
     return buffer.getvalue(), caption
 
 
@@ -525,13 +555,21 @@ def thumbnail(
     roi_mask: np.ndarray | None = None,
     given_mask: bytes | np.ndarray | Image.Image | None = None,
     max_side: int = 160,
+    roi_source: str | None = None,
 ) -> bytes:
-    """A small JPEG of the overlay panel alone (a few kB), for galleries: the image shrunk
-    to `max_side` first, then blended and outlined as in `captioned`."""
+    """A small JPEG (a few kB) for galleries: the image and, beside it, the overlay panel,
+    as on the captioned overlay (a heat map alone hides what it lies on). The image is
+    shrunk to `max_side` first, then blended and outlined as in `captioned`; the panels
+    are `THUMB_GAP` pixels apart on the caption's background."""
     small = _open(image)
     small = Image.fromarray(to_rgb(small))
     small.thumbnail((max_side, max_side), Image.BILINEAR)
-    panel, _ = overlay_panel(np.asarray(small), heatmap, alpha, roi_mask, given_mask, 1.5)
+    original = np.asarray(small)
+    panel, _ = overlay_panel(original, heatmap, alpha, roi_mask, given_mask, 1.5, roi_source)
+    height, width = original.shape[:2]
+    both = Image.new("RGB", (2 * width + THUMB_GAP, height), BACKGROUND)
+    both.paste(small, (0, 0))
+    both.paste(Image.fromarray(panel), (width + THUMB_GAP, 0))
     buffer = io.BytesIO()
-    Image.fromarray(panel).save(buffer, format="JPEG", quality=80)
+    both.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()

@@ -179,6 +179,45 @@ def test_summary_states_the_bootstrap_intervals(page):
     assert f"{len(rows)}images scored" in text and "2rejected" in text
 
 
+def test_natural_key_orders_numbers_as_numbers():
+    names = ["malignant (10).png", "Malignant (3).png", "malignant (2).png", "benign (1).png"]
+    names += ["malignant (2)_b.png", "malignant.png", "a10b2", "a10b10", "a9"]
+    assert sorted(names, key=gallery.natural_key) == [
+        "a9",
+        "a10b2",
+        "a10b10",
+        "benign (1).png",
+        "malignant (2).png",
+        "malignant (2)_b.png",
+        "Malignant (3).png",
+        "malignant (10).png",
+        "malignant.png",
+    ]
+
+
+def test_names_sort_naturally_and_the_notice_shows(browser, tmp_path):
+    """BUSI's names in the page: "malignant (2)" before "malignant (10)", on load and when
+    the image column is clicked (then reversed); the research-use notice above all else."""
+    rows = _rows(12)
+    for i, r in enumerate(rows):
+        r["image_id"] = f"malignant/malignant ({(i * 7) % 12 + 1}).png"
+        r["gradcam_overlay"] = f"overlays/malignant/malignant ({(i * 7) % 12 + 1})_x_gradcam.png"
+    _write_thumbs(tmp_path, rows)
+    gallery.write_index(str(tmp_path), rows, [], {"rejected": 0}, ("benign", "malignant"))
+    loaded = browser.open((tmp_path / gallery.INDEX).as_uri())
+    loaded.wait_for("document.body.dataset.renderedMs")
+    want = [f"malignant/malignant ({n}).png" for n in range(1, 13)]
+    assert _column(loaded, "id") == want
+    loaded.evaluate("document.querySelector('th[data-key=id]').click()")  # same key: reverse
+    assert _column(loaded, "id") == want[::-1]
+    loaded.evaluate("document.querySelector('th[data-key=id]').click()")
+    assert _column(loaded, "id") == want
+    notice = loaded.evaluate("document.getElementById('notice').textContent")
+    assert notice.startswith("Research use only, not for diagnosis.")
+    first = loaded.evaluate("document.body.firstElementChild.id")
+    assert first == "notice" and loaded.exceptions == []
+
+
 def test_a_10000_row_gallery_opens_quickly(browser, tmp_path):
     rows = _rows(10_000, seed=1)
     t0 = time.perf_counter()

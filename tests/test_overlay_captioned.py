@@ -220,6 +220,41 @@ def test_the_radiologists_mask_has_its_own_outline_and_legend():
     assert "radiologist" not in none[1] and not _drawn(none[0], size, MAGENTA).any()
 
 
+@pytest.mark.parametrize(
+    "roi_source, words",
+    [
+        ("predicted", "radiologist's mask: reference outline, not used by the model"),
+        ("none", "radiologist's mask: reference outline, not used by the model"),
+        ("given", "radiologist's mask (the ROI's source)"),
+    ],
+)
+def test_a_mask_the_model_did_not_use_is_labelled_a_reference(roi_source, words):
+    """With --sibling-masks and predict_no_mask (or ROI off) the model never saw the mask:
+    its outline is still drawn, and the legend says what it is."""
+    size = (120, 90)
+    mask = np.zeros((90, 120), np.uint8)
+    mask[20:70, 30:90] = 255
+    png, caption = overlay.render(
+        _image(*size), np.zeros((4, 4)), _p(roi_source=roi_source), given_mask=mask
+    )
+    assert words in caption.splitlines()
+    assert _drawn(png, size, MAGENTA).any()
+    if roi_source != "given":
+        assert "the ROI's source" not in caption
+
+
+def test_every_overlay_carries_the_research_use_notice():
+    image, cam = _image(90, 60), np.eye(3, dtype=np.float32)
+    png, caption = overlay.render(image, cam, _p())
+    assert caption.splitlines()[0] == overlay.NOTICE == "Research use only, not for diagnosis."
+    picture = Image.open(io.BytesIO(png))
+    assert picture.text["Disclaimer"] == overlay.NOTICE
+    drawn = np.asarray(picture.convert("RGB"))[60:]  # the caption strip
+    assert (drawn == overlay.NOTICE_COLOUR).all(-1).sum() > 20  # the notice's own colour
+    compact, _ = overlay.render(image, cam, _p(), style="compact")
+    assert Image.open(io.BytesIO(compact)).text["Disclaimer"] == overlay.NOTICE
+
+
 def test_the_compact_style_is_the_single_panel_overlay():
     image, cam, roi = _image(64, 48), np.eye(3, dtype=np.float32), _rois()[0]
     png, caption = overlay.render(image, cam, _p(), style="compact", roi_mask=roi, alpha=0.3)
@@ -228,7 +263,16 @@ def test_the_compact_style_is_the_single_panel_overlay():
         overlay.render(image, cam, _p(), style="fancy")
 
 
-def test_the_gallery_thumbnail_is_a_small_jpeg():
-    small = overlay.thumbnail(_image(800, 600), np.eye(4), roi_mask=_rois()[1], given_mask=None)
+def test_the_gallery_thumbnail_is_a_small_jpeg_of_the_image_beside_its_heat_map():
+    image = _image(800, 600)
+    small = overlay.thumbnail(image, np.eye(4), roi_mask=_rois()[1], given_mask=None)
     picture = Image.open(io.BytesIO(small))
-    assert picture.format == "JPEG" and max(picture.size) == 160 and len(small) < 20_000
+    assert picture.format == "JPEG" and len(small) < 20_000
+    assert picture.size == (2 * 160 + overlay.THUMB_GAP, 120)  # two panels of 160 x 120
+    pixels = np.asarray(picture.convert("RGB")).astype(int)
+    shrunk = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
+    shrunk = Image.fromarray(overlay.to_rgb(shrunk))
+    shrunk.thumbnail((160, 160), Image.BILINEAR)
+    left, right = pixels[:, :160], pixels[:, 160 + overlay.THUMB_GAP :]
+    assert np.abs(left - np.asarray(shrunk)).mean() < 4  # the image itself (JPEG's loss)
+    assert np.abs(right - np.asarray(shrunk)).mean() > 20  # the heat map over it

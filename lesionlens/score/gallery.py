@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from urllib.parse import quote
 
 import numpy as np
@@ -29,6 +30,17 @@ from modules import contract as C
 
 PAGE_SIZES = (50, 100, 500, 1000)
 DEFAULT_PAGE_SIZE = 100
+NOTICE = "Research use only, not for diagnosis."  # serving.overlay.NOTICE, on every page
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sorts names as people read them: "malignant (2)" before "malignant (10)" (runs of
+    digits compare as numbers, the rest without case; the page's script does the same with
+    `Intl.Collator(..., {numeric: true})`)."""
+    parts = _DIGITS.split(text)
+    folded = tuple((int(p), p) if i % 2 else (p.casefold(), "") for i, p in enumerate(parts))
+    return folded, text  # the name itself breaks ties ("a" and "A", "2" and "02")
 
 
 def thumbnail_name(overlay: str) -> str:
@@ -143,7 +155,7 @@ def _rejected_html(rejected: list[dict]) -> str:
         return "<h2>Rejected inputs: none</h2>"
     rows = "".join(
         f"<tr><td>{e(str(r.get('path', '')))}</td><td>{e(str(r.get('reason', '')))}</td></tr>"
-        for r in sorted(rejected, key=lambda r: str(r.get("path", "")))
+        for r in sorted(rejected, key=lambda r: natural_key(str(r.get("path", ""))))
     )
     state = " open" if len(rejected) <= 50 else ""
     return (
@@ -161,7 +173,7 @@ def render_index(
 
     e = html.escape
     positive = classes[C.POSITIVE_LABEL] if len(classes) > C.POSITIVE_LABEL else "malignant"
-    rows = sorted(rows, key=lambda r: r["image_id"])
+    rows = sorted(rows, key=lambda r: natural_key(r["image_id"]))
     metrics = label_metrics(
         rows,
         PipelineConfig.interval_resamples,
@@ -182,9 +194,11 @@ def render_index(
             "<!doctype html><html lang=en><head><meta charset=utf-8>",
             "<meta name=viewport content='width=device-width, initial-scale=1'>",
             f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-            f"<h1>{e(title)}</h1><p class=note>model {e(model)}; overlays: the image beside its ",
-            "Grad-CAM heat map (where the classifier's evidence is) with the ROI the model used ",
-            "outlined; click a thumbnail for the full overlay and its caption.</p>",
+            f"<p id=notice role=note>{e(NOTICE)} The answers below come from a research model; ",
+            "they are no clinical finding and must not guide a patient's care.</p>",
+            f"<h1>{e(title)}</h1><p class=note>model {e(model)}; thumbnails: the image, and ",
+            "beside it its Grad-CAM heat map (where the classifier's evidence is) with the ROI ",
+            "the model used outlined; click one for the full overlay and its caption.</p>",
             _summary_html(summary, rows, metrics, positive),
             "<h2>Scored images</h2><div id=controls>",
             "<label>class <select id=f-class><option value=''>all</option></select></label>",
@@ -231,10 +245,12 @@ _CSS = (
     "text-align:left;vertical-align:middle}td.num{text-align:right;font-variant-numeric:"
     "tabular-nums}th.sortable{cursor:pointer;user-select:none}th.sortable:hover{"
     "background:#eef}th[aria-sort=ascending]::after{content:' \\25B2'}"
-    "th[aria-sort=descending]::after{content:' \\25BC'}#rows img{width:96px;height:auto;"
+    "th[aria-sort=descending]::after{content:' \\25BC'}#rows img{width:196px;height:auto;"
     "display:block}#rows td.id{word-break:break-all;max-width:28em}#controls{display:flex;"
     "gap:1em;flex-wrap:wrap;align-items:center;margin:.5em 0}tr.wrong td.right{color:#b00;"
     "font-weight:bold}tr.right td.right{color:#070}#rejected td{word-break:break-all}"
+    "#notice{background:#fff3cd;border:1px solid #e0b000;border-radius:6px;padding:.5em 1em;"
+    "font-weight:bold}"
 )
 
 # Rows are drawn one page at a time, with createElement / textContent only.
@@ -247,12 +263,15 @@ _JS = r"""
   for (const n of [...data.pageSizes, 'all']) $('f-size').add(new Option(n, n));
   $('f-size').value = String(state.size);
   const fmt = (v) => (v === null || v === undefined) ? '-' : v.toFixed(3);
+  // names as people read them: "malignant (2)" before "malignant (10)"
+  const natural = new Intl.Collator('en', {numeric: true, sensitivity: 'base'}).compare;
+  const order = (x, y) => typeof x === 'string' ? natural(x, y) : (x < y ? -1 : x > y ? 1 : 0);
   const cmp = (a, b) => {
     const x = a[state.key], y = b[state.key];
-    if (x === y) return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    if (x === y) return natural(a.id, b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     if (x === null || x === undefined) return 1;  // no value: last either way
     if (y === null || y === undefined) return -1;
-    return (x < y ? -1 : 1) * state.dir;
+    return (order(x, y) || (a.id < b.id ? -1 : 1)) * state.dir;
   };
   let shown = rows;
   function filter() {

@@ -164,7 +164,7 @@ class _ToRows(beam.DoFn):
         prediction = Prediction.from_record(record, self.model, self.version, self.classes)
         png, _ = render(image, row[C.GRADCAM], prediction, style=self.style, **drawn)
         name = sinks.write_overlay(self.out, record["image_id"], record["class_name"], png)
-        small = thumbnail(image, row[C.GRADCAM], **drawn)
+        small = thumbnail(image, row[C.GRADCAM], roi_source=record["roi_source"], **drawn)
         write_bytes(FileSystems.join(self.out, *thumbnail_name(name).split("/")), small)
         record["gradcam_overlay"] = name
 
