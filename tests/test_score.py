@@ -405,3 +405,38 @@ def test_the_gallery_shows_every_scored_image_in_a_browser(direct_run, tmp_path)
         assert reasons == 1 + 5  # the header and one row per rejected file
         assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
         assert page.evaluate("window.__dialogs") == [] and page.exceptions == []
+
+
+def test_the_audit_log_of_a_run_has_every_input_once(toy, toy_images, tmp_path):
+    """OUT/audit.jsonl: one line per input, scored or rejected, with the image's SHA-256,
+    the model's name and version, the decision; no path, no name."""
+    base, loaded = toy
+    src = tmp_path / "src"
+    shutil.copytree(toy_images, src)
+    (src / "benign" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["score", base, str(src), str(out)]) == 0
+    text = (out / sinks.AUDIT_FILE).read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    files = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p
+        for p in src.rglob("*")
+        if p.is_file() and "_mask" not in p.name
+    }
+    assert sorted(line["images"][0]["sha256"] for line in lines) == sorted(files)
+    assert len({line["request_id"] for line in lines}) == 3
+    rows = rows_by_id(out)
+    for line in lines:
+        assert (line["protocol"], line["model"], line["version"]) == ("score", "toy", 3)
+        assert line["signature"] == C.PREDICT_ONLY
+        (image,) = line["images"]
+        path = files[image["sha256"]]
+        if path.name == "broken.png":
+            assert line["outcome"] == "REJECTED" and "class_id" not in image
+            continue
+        row = rows[str(path.relative_to(src))]
+        assert line["outcome"] == "OK" and line["latency_ms"] > 0
+        assert image["class_id"] == row["class_id"]
+        assert image["positive_probability"] == pytest.approx(row["probabilities"][1], abs=1e-6)
+    assert "benign" not in text and "a.png" not in text and str(src) not in text
+    assert not list(out.glob("audit-*"))  # the shard was folded into audit.jsonl

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
+import hashlib
 import io
 import json
 import os
@@ -36,7 +38,8 @@ from tensorflow_serving.apis import (
 )
 
 from modules import contract as C
-from serving import overlay
+from modules.raw_examples import build_raw_example
+from serving import audit, overlay
 from serving.cli import add_cli
 from serving.client import GrpcClient, RestClient
 from serving.dev.limits import Limits
@@ -431,21 +434,27 @@ def test_clean_tf_message():
     assert clean_tf_message(raw) == "Bad thing.\n\t [[{{node X}}]]"
 
 
-def test_serve_dev_cli_subprocess(model_base):
+def test_serve_dev_cli_subprocess(model_base, tmp_path):
     """``python -m serving.dev`` on a version dir: prints addresses, serves, stops on ^C."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     argv = ["-m", "serving.dev", "--model-dir", str(model_base / "1")]
+    journal = tmp_path / "audit.jsonl"
+    argv += ["--audit-log", str(journal)]
     proc, seen = start_dev_server([*argv, "--port", "0", "--rest-port", "0"], env, ROOT)
     try:
         assert seen[0].startswith("Serving model 'toy' version 1")
         target = next(line.split()[-1] for line in seen if line.startswith("gRPC:"))
         rest = next(line.split()[-1] for line in seen if line.startswith("REST:"))
+        assert f"audit log: {journal}" in seen
         with GrpcClient(target, "toy", signature="predict_images") as client:
             out = client.predict_images([_image_bytes(12, 12)])
         assert out["probabilities"].shape == (1, 2)
         assert _http(rest)[0] == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
+        (line,) = [json.loads(x) for x in journal.read_text().splitlines()]
+        assert (line["model"], line["version"], line["outcome"]) == ("toy", 1, "OK")
+        assert line["images"][0]["sha256"] == hashlib.sha256(_image_bytes(12, 12)).hexdigest()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -740,3 +749,126 @@ def test_tf_serving_flag_names_and_model_config_file(tmp_path):
         _model_source(parser.parse_args(["--model_config_file", str(config)]))
     with pytest.raises(ValueError, match="--model-dir .* or --model_config_file"):
         _model_source(parser.parse_args([]))
+
+
+# --- audit log --------------------------------------------------------------------------
+
+
+def _grpc_with_id(target: str, inputs: dict, **spec) -> tuple[str, object]:
+    """(x-request-id the server sent back, response or RpcError) of a hand-built request."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = spec.get("model", "toy")
+    request.model_spec.signature_name = spec.get("signature", "predict_images")
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            response, call = stub.Predict.with_call(request, timeout=20)
+        except grpc.RpcError as error:
+            response, call = error, error
+    return dict(call.initial_metadata())[audit.HEADER], response
+
+
+def _rest_with_id(url: str, body: dict | bytes) -> tuple[str, int, dict]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            return reply.headers[audit.HEADER], reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.headers[audit.HEADER], error.code, json.loads(error.read())
+
+
+def test_the_audit_log_has_every_request_once(model_base, tmp_path):
+    """Good and bad requests over gRPC and REST: one line each, found by the request id
+    the server returned, with the model version, each image's SHA-256, the decision and
+    the outcome; no pixels, no tf.Example feature but the image's hash (the example below
+    carries a recognisable image_id)."""
+    log_path = tmp_path / "audit" / "requests.jsonl"
+    journal = audit.AuditLog(log_path)
+    pictures = [_image_bytes(30, 20, seed=21), _image_bytes(25, 40, seed=22)]
+    secret = "PATIENT-Jane-Doe-1970"
+    example = build_raw_example(pictures[0], b"", image_id=secret)
+    sent: dict[str, dict] = {}  # request id -> what the line must say
+    with serve(model_base, "toy", port=0, rest_port=0, audit_log=journal) as s:
+        good = {"image_bytes": pictures, "mask_bytes": [b"", b""]}
+        rid, response = _grpc_with_id(s.grpc_target, good)
+        answer = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        sent[rid] = {"outcome": "OK", "images": pictures, "answer": answer, "protocol": "grpc"}
+        rid, response = _grpc_with_id(
+            s.grpc_target, {"examples": [example]}, signature="serving_default"
+        )
+        answer = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        sent[rid] = {"outcome": "OK", "images": pictures[:1], "answer": answer, "protocol": "grpc"}
+        bad_image = {"image_bytes": [b"not an image"], "mask_bytes": [b""]}
+        rid, _ = _grpc_with_id(s.grpc_target, bad_image)
+        sent[rid] = {"outcome": "INVALID_ARGUMENT", "images": [b"not an image"]}
+        rid, _ = _grpc_with_id(s.grpc_target, good, model="nope")
+        sent[rid] = {"outcome": "NOT_FOUND", "images": pictures, "version": None}
+        rid, _ = _grpc_with_id(s.grpc_target, {"image_bytes": np.array([], object)})
+        sent[rid] = {"outcome": "INVALID_ARGUMENT", "images": []}
+        url = f"{s.rest_url}/v1/models/toy:predict"
+        body = {"signature_name": "predict_images", "inputs": _rest_inputs(pictures)}
+        rid, status, doc = _rest_with_id(url, body)
+        assert status == 200
+        answer = {k: np.array(v) for k, v in doc["outputs"].items()}
+        sent[rid] = {"outcome": "OK", "images": pictures, "answer": answer, "protocol": "rest"}
+        rid, status, _ = _rest_with_id(url, b"{not json")
+        sent[rid] = {"outcome": "INVALID_ARGUMENT", "images": [], "version": None, "http": 400}
+        bad = {"signature_name": "predict_images", "inputs": _rest_inputs([b"\x89PNG broken"])}
+        rid, status, _ = _rest_with_id(url, bad)
+        sent[rid] = {"outcome": "INVALID_ARGUMENT", "images": [b"\x89PNG broken"], "http": 400}
+        rid, status, _ = _rest_with_id(f"{s.rest_url}/v1/models/nope:predict", body)
+        sent[rid] = {"outcome": "NOT_FOUND", "images": [], "version": None, "http": 404}
+        # not predict requests: not audited
+        assert _http(f"{s.rest_url}/v1/models/toy")[0] == 200
+    journal.close()
+    text = log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert sorted(line["request_id"] for line in lines) == sorted(sent)  # each exactly once
+    assert secret not in text and base64.b64encode(pictures[0]).decode()[:40] not in text
+    for line in lines:
+        want = sent[line["request_id"]]
+        assert line["outcome"] == want["outcome"], line
+        assert line["protocol"] == want.get("protocol", line["protocol"])
+        assert line["version"] == want.get("version", 2)
+        assert line["model"] in ("toy", "nope")
+        stamp = datetime.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert abs((datetime.datetime.utcnow() - stamp).total_seconds()) < 600
+        assert line["latency_ms"] >= 0
+        if "http" in want:
+            assert line["http_status"] == want["http"]
+        hashes = [image["sha256"] for image in line["images"]]
+        assert hashes == [hashlib.sha256(p).hexdigest() for p in want["images"]]
+        if "answer" in want:
+            answer = want["answer"]
+            assert [i["class_id"] for i in line["images"]] == answer["class_id"].tolist()
+            p = [i["positive_probability"] for i in line["images"]]
+            np.testing.assert_allclose(p, answer["probabilities"][:, 1], atol=1e-6)
+        else:
+            assert all("class_id" not in image for image in line["images"])
+
+
+def test_the_audit_log_rotates_by_size(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    journal = audit.AuditLog(path, max_mb=2 / 1024, backups=3)  # 2 KiB a file
+    for i in range(60):
+        journal.write(
+            audit.entry(
+                request_id=f"r{i:03d}",
+                protocol="grpc",
+                model="m",
+                version=1,
+                signature="predict_images",
+                hashes=["0" * 64],
+                latency_ms=1.0,
+                outcome="OK",
+            )
+        )
+    journal.close()
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == [f"audit.jsonl{s}" for s in ("", ".1", ".2", ".3")]
+    assert all(f.stat().st_size <= 2048 for f in files)
+    kept = [json.loads(x)["request_id"] for f in files for x in f.read_text().splitlines()]
+    assert sorted(kept) == [f"r{i:03d}" for i in range(60 - len(kept), 60)]  # newest kept

@@ -21,6 +21,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from modules import contract as C
 from serving.versions import is_saved_model, newest_version
 
+LATENCY = "_latency_ms"  # added to each answered row: its batch's model call, for the audit log
+
 # One element = one planned batch: (batch key, [(path, true class or "", raw example), ...]).
 Batch = tuple[Any, list[tuple[str, str, bytes]]]
 
@@ -122,8 +124,11 @@ class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
 
     def _score(self, fn: Any, items: list[tuple[str, str, bytes]]) -> list[dict | str]:
         """Per image: {output: row} or the error message."""
+        import time
+
         import tensorflow as tf
 
+        t0 = time.perf_counter()
         try:
             out = fn(examples=tf.constant([item[-1] for item in items]))
         except Exception as e:
@@ -131,7 +136,11 @@ class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
                 return [f"{items[0][0]}: the model rejected it: {type(e).__name__}: {e}"]
             return [row for item in items for row in self._score(fn, [item])]
         arrays = {name: np.asarray(value) for name, value in out.items()}
-        return [{name: value[i] for name, value in arrays.items()} for i in range(len(items))]
+        ms = 1000 * (time.perf_counter() - t0)
+        return [
+            {**{name: value[i] for name, value in arrays.items()}, LATENCY: ms}
+            for i in range(len(items))
+        ]
 
     def should_skip_batching(self) -> bool:
         # Batches are planned before RunInference (sorted inputs, fixed size, grouped by

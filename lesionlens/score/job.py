@@ -23,6 +23,7 @@ from lesionlens import progress
 from lesionlens.beam_files import run_pipeline, write_bytes
 from lesionlens.score import gallery, sinks, sources
 from lesionlens.score.inference import (
+    LATENCY,
     ExampleSignatureHandler,
     check_signature,
     preload,
@@ -116,8 +117,11 @@ class _ToRows(beam.DoFn):
     """Prediction rows (and overlays with their gallery thumbnails) from scored batches;
     images the model refused become rejected records."""
 
-    def __init__(self, out: str, classes: tuple[str, ...], cfg: ScoreConfig, model_path: str):
+    def __init__(
+        self, out: str, classes: tuple[str, ...], cfg: ScoreConfig, model_path: str, sig: str
+    ):
         super().__init__()
+        self.signature = sig
         self.out, self.classes, self.overlays = out, classes, cfg.overlays
         self.alpha, self.style = cfg.alpha, cfg.overlay_style
         self.model, self.version = model_label(model_path)
@@ -128,10 +132,11 @@ class _ToRows(beam.DoFn):
 
         (key, items), outputs = result.example, result.inference
         for (path, label_name, raw), row in zip(items, outputs, strict=True):
+            feats = example_pb2.Example.FromString(raw).features.feature
+            yield sinks.AUDIT, self._audit(path, feats[C.IMAGE].bytes_list.value[0], row)
             if isinstance(row, str):
                 yield sinks.REJECTED, {"path": path, "reason": row}
                 continue
-            feats = example_pb2.Example.FromString(raw).features.feature
             image_id = feats[C.IMAGE_ID].bytes_list.value[0].decode("utf-8")
             label = feats[C.LABEL].int64_list.value[0] if C.LABEL in feats else None
             class_id = int(row[C.CLASS_ID])
@@ -153,6 +158,25 @@ class _ToRows(beam.DoFn):
                 self._write_overlay(record, feats, row)
             yield sinks.PREDICTIONS, record
         progress.mark(self.marks, "scored-" + "-".join(map(str, key)), len(items))
+
+    def _audit(self, path: str, image: bytes, row: dict | str) -> dict:
+        """The image's audit line (serving/audit.py's fields), with its path for
+        sorting; the launcher drops the path before writing OUT/audit.jsonl."""
+        from serving import audit
+
+        answered = not isinstance(row, str)
+        fields = audit.entry(
+            request_id=audit.new_request_id(),
+            protocol="score",
+            model=self.model,
+            version=self.version,
+            signature=self.signature,
+            hashes=[audit.sha256(image)],
+            answers=audit.decisions({k: [v] for k, v in row.items()}, 1) if answered else (),
+            latency_ms=float(row[LATENCY]) if answered else 0.0,
+            outcome="OK" if answered else "REJECTED",
+        )
+        return {**fields, "path": path}
 
     def _write_overlay(self, record: dict, feats, row: dict) -> None:
         from lesionlens.score.gallery import thumbnail_name
@@ -189,7 +213,7 @@ def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: st
         | "Batches" >> beam.Filter(lambda r: r[0] == sources.BATCH)
         | "OneBatchEach" >> beam.Map(lambda r: [(r[1], r[2])])  # RunInference's own batching off
         | "RunInference" >> RunInference(ExampleSignatureHandler(model_path, sig))
-        | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg, model_path))
+        | "ToRows" >> beam.ParDo(_ToRows(cfg.out, classes, cfg, model_path, sig))
     )
     bad = [
         read
@@ -207,6 +231,10 @@ def build(p: beam.Pipeline, plan: sources.Plan, cfg: ScoreConfig, model_path: st
         bad
         | "AllRejected" >> beam.Flatten()
         | "WriteRejected" >> sinks.WriteShards(cfg.out, sinks.REJECTED, 1),
+        rows
+        | "Audited" >> beam.Filter(lambda r: r[0] == sinks.AUDIT)
+        | "AuditRows" >> beam.Values()
+        | "WriteAudit" >> sinks.WriteShards(cfg.out, sinks.AUDIT, 1),
     ]
     return written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Map(lambda w: w)
 
@@ -247,6 +275,7 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
     seconds = time.time() - t_run
     scored = sinks.read_rows(cfg.out, sinks.PREDICTIONS)
     rejected = sinks.read_rows(cfg.out, sinks.REJECTED)
+    write_audit(cfg.out, rejected, model_path, sig)
     summary = {
         "model": model_path,
         "signature": sig,
@@ -258,6 +287,7 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
         "outputs": {
             "predictions": FileSystems.join(cfg.out, f"{sinks.PREDICTIONS}-*.jsonl|parquet"),
             "rejected": FileSystems.join(cfg.out, f"{sinks.REJECTED}-*.jsonl"),
+            "audit": FileSystems.join(cfg.out, sinks.AUDIT_FILE),
             "overlays": FileSystems.join(cfg.out, sinks.OVERLAYS) if cfg.overlays else None,
         },
     }
@@ -278,6 +308,56 @@ def run(cfg: ScoreConfig, beam_args: list[str] | None = None) -> dict:
             f"{summary['outputs']['rejected']})"
         )
     return summary
+
+
+def write_audit(out: str, rejected: list[dict], model_path: str, sig: str) -> str:
+    """OUT/audit.jsonl: the workers' lines (every image the model saw), then one line per
+    input rejected before the model (its file's SHA-256 where it can be read), sorted by
+    input and stripped of the path: a line names an image by its hash only."""
+    from serving import audit
+
+    lines = sinks.read_rows(out, sinks.AUDIT)
+    seen = {line["path"] for line in lines}
+    model, version = model_label(model_path)
+    for r in rejected:
+        if r["path"] in seen:
+            continue  # refused by the model: its line came from the worker
+        fields = audit.entry(
+            request_id=audit.new_request_id(),
+            protocol="score",
+            model=model,
+            version=version,
+            signature=sig,
+            hashes=[_file_sha256(r["path"])],
+            latency_ms=0.0,
+            outcome="REJECTED",
+        )
+        lines.append({**fields, "path": r["path"]})
+    lines.sort(key=lambda line: (line["path"], line["request_id"]))
+    text = "".join(
+        json.dumps({k: v for k, v in line.items() if k != "path"}) + "\n" for line in lines
+    )
+    path = FileSystems.join(out, sinks.AUDIT_FILE)
+    write_bytes(path, text.encode("utf-8"))
+    shards = FileSystems.match([FileSystems.join(out, f"{sinks.AUDIT}-*")])[0].metadata_list
+    if shards:
+        FileSystems.delete([m.path for m in shards])
+    return path
+
+
+def _file_sha256(path: str) -> str | None:
+    """SHA-256 of a file's bytes, read in chunks; None when it cannot be read (a TFRecord
+    record `file#N`, a vanished file)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            while chunk := f.read(2**20):
+                digest.update(chunk)
+    except Exception:
+        return None
+    return digest.hexdigest()
 
 
 def _dask_partitions(args: list[str]) -> list[str]:

@@ -17,9 +17,14 @@ from apache_beam.io.filesystems import FileSystems
 from lesionlens.beam_files import WriteGroups, read_jsonl, shard_of, write_bytes
 
 PREDICTIONS, REJECTED = "predictions", "rejected"
+AUDIT, AUDIT_FILE = "audit", "audit.jsonl"  # per-image audit lines (serving/audit.py)
 OVERLAYS = "overlays"
 THUMBS, INDEX = "thumbs", "index.html"  # the gallery of `--overlays` (lesionlens.score.gallery)
-ROW_KEY = {PREDICTIONS: "image_id", REJECTED: "path"}  # shards and sorts each kind's rows
+ROW_KEY = {
+    PREDICTIONS: "image_id",
+    REJECTED: "path",
+    AUDIT: "path",
+}  # shards and sorts each kind's rows
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -120,6 +125,8 @@ def clear_outputs(out: str) -> None:
         [
             FileSystems.join(out, f"{PREDICTIONS}-*"),
             FileSystems.join(out, f"{REJECTED}-*"),
+            FileSystems.join(out, f"{AUDIT}-*"),
+            FileSystems.join(out, AUDIT_FILE),
             FileSystems.join(out, OVERLAYS, "**"),
             FileSystems.join(out, THUMBS, "**"),
             FileSystems.join(out, INDEX),

@@ -102,6 +102,23 @@ def add_serve_dev_arguments(parser: argparse.ArgumentParser) -> None:
         help="images per request; a larger batch gets INVALID_ARGUMENT",
     )
     parser.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="PATH",
+        help="append one JSON line per predict request (UTC time, request id, model, version, "
+        "signature, SHA-256 of each image, class_id, P(malignant), latency, outcome) to PATH; "
+        "never pixels, names or paths",
+    )
+    parser.add_argument(
+        "--audit-log-max-mb",
+        type=float,
+        default=64,
+        help="rotate the audit log past this size (PATH.1 ... PATH.N kept)",
+    )
+    parser.add_argument(
+        "--audit-log-backups", type=int, default=10, help="rotated audit logs kept (N)"
+    )
+    parser.add_argument(
         "--max-request-mb",
         type=int,
         default=Limits.max_request_bytes // 2**20,
@@ -150,6 +167,11 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         _check_model_dir(model_dir)
         if serve_fn is None:  # TensorFlow loads here, after the arguments were checked
             from serving.dev.server import serve as serve_fn
+        audit_log = None
+        if args.audit_log is not None:
+            from serving.audit import AuditLog
+
+            audit_log = AuditLog(args.audit_log, args.audit_log_max_mb, args.audit_log_backups)
         server = serve_fn(
             model_dir,
             model_name,
@@ -164,6 +186,7 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
                 + (f" (warm-up: {s.warmup_requests} requests)" if s.warmup_requests else ""),
                 flush=True,
             ),
+            audit_log=audit_log,
         )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -189,6 +212,8 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
     print(f"  gRPC: {server.grpc_target}", flush=True)
     if server.rest_url:
         print(f"  REST: {server.rest_url}/v1/models/{server.model_name}", flush=True)
+    if audit_log is not None:
+        print(f"  audit log: {audit_log.path}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while not stop.wait(0.5):
@@ -203,6 +228,8 @@ def run_serve_dev(args: argparse.Namespace, serve_fn: Callable[..., Any] | None 
         stopper.join(timeout=STOP_TIMEOUT_S)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if audit_log is not None:
+        audit_log.close()
     if stopper.is_alive():
         print(f"Stopped (shutdown unfinished after {STOP_TIMEOUT_S:.0f} s).", flush=True)
         os._exit(0)

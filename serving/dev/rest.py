@@ -21,7 +21,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import rest_json
+from serving import audit, rest_json
 from serving.dev.admission import Admission
 from serving.dev.model_store import (
     DEFAULT_SIGNATURE,
@@ -71,31 +71,45 @@ def _numpy_dtype(dtype: tf.DType) -> np.dtype:
 class _RestApi:
     """TF Serving's REST routes over a `ModelStore`; returns (HTTP status, JSON document)."""
 
-    def __init__(self, store: ModelStore, admission: Admission) -> None:
+    def __init__(
+        self, store: ModelStore, admission: Admission, audit_log: audit.AuditLog | None = None
+    ) -> None:
         self._store = store
         self._admission = admission
         self.limits = admission.limits
+        self.audit = audit_log
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, path: str, body: bytes, seen: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON document); `seen` gets what the audit log records, and
+        `seen["outcome"]` the gRPC code name of the answer."""
+        seen = {} if seen is None else seen
+        seen["outcome"] = "INTERNAL"
         try:
-            return 200, self._dispatch(method, path, body)
+            doc = self._dispatch(method, path, body, seen)
+            seen["outcome"] = "OK"
+            return 200, doc
         except StatusError as error:
+            seen["outcome"] = error.code.name
             return _HTTP_STATUS.get(error.code, 500), {"error": error.message}
         except rest_json.JsonRequestError as error:
+            seen["outcome"] = grpc.StatusCode.INVALID_ARGUMENT.name
             return 400, {"error": str(error)}
         except Exception as error:
             log.exception("internal error while serving %s %s", method, path)
             return 500, {"error": f"{type(error).__name__}: {error}"}
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> dict[str, Any]:
+    def _dispatch(self, method: str, path: str, body: bytes, seen: dict[str, Any]) -> dict:
         if method == "POST" and (match := _PREDICT_PATH.fullmatch(path)):
             name, version, label, verb = match.groups()
+            seen["model"] = unquote(name)
             if verb.lower() != "predict":
                 raise StatusError(
                     grpc.StatusCode.UNIMPLEMENTED,
                     f"the dev server implements :predict only ({verb})",
                 )
-            return self._predict(unquote(name), _int(version), _unquote(label), body)
+            return self._predict(unquote(name), _int(version), _unquote(label), body, seen)
         if method == "GET" and (match := _STATUS_PATH.fullmatch(path)):
             name, version, label, subresource = match.groups()
             if not name:
@@ -120,15 +134,21 @@ class _RestApi:
         raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
 
     def _predict(
-        self, name: str, version: int | None, label: str | None, body: bytes
+        self, name: str, version: int | None, label: str | None, body: bytes, seen: dict
     ) -> dict[str, Any]:
         doc = rest_json.parse_body(body)
         signature_name = rest_json.signature_name(doc) or DEFAULT_SIGNATURE
+        seen["signature"] = signature_name
         servable = self._store.get(name, version, label)
+        seen.update(model=servable.name, version=servable.version)
         dtypes = self._input_dtypes(servable, signature_name)
         arrays, fmt = rest_json.request_arrays(doc, dtypes)
+        if self.audit is not None:
+            seen["hashes"] = audit.image_hashes(arrays)
         with self._admission.admit(arrays):
             outputs = servable.run(signature_name, arrays)
+        if self.audit is not None:
+            seen["answers"] = audit.decisions(outputs, len(seen.get("hashes", [])))
         return rest_json.response_json(outputs, fmt)
 
     @staticmethod
@@ -185,25 +205,58 @@ class _RestHandler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        path = urlsplit(self.path).path
+        audited = self.api.audit is not None and method == "POST" and _PREDICT_PATH.fullmatch(path)
+        if not audited:
+            self._answer(method, path, length, {})
+            return
+        timer, request_id = audit.Timer(), audit.new_request_id()
+        seen: dict[str, Any] = {"outcome": "INTERNAL"}
+        try:
+            self._answer(method, path, length, seen, request_id)
+        finally:
+            self.api.audit.write(
+                audit.entry(
+                    request_id=request_id,
+                    protocol="rest",
+                    model=seen.get("model"),
+                    version=seen.get("version"),
+                    signature=seen.get("signature"),
+                    hashes=seen.get("hashes", []),
+                    answers=seen.get("answers", ()),
+                    latency_ms=timer.ms(),
+                    outcome=seen["outcome"],
+                    time_utc=timer.time_utc,
+                    http_status=seen.get("http_status"),
+                )
+            )
+
+    def _answer(
+        self, method: str, path: str, length: int, seen: dict, request_id: str | None = None
+    ) -> None:
+        """Reads the body, answers, and notes the HTTP status in `seen`."""
+        extra = {audit.HEADER: request_id} if request_id else {}
         if length < 0:
             self.close_connection = True
-            self._reply(400, json.dumps({"error": "invalid Content-Length"}).encode("utf-8"))
+            seen.update(outcome="INVALID_ARGUMENT", http_status=400)
+            self._reply(400, json.dumps({"error": "invalid Content-Length"}).encode(), extra)
             return
         if length > self.api.limits.max_request_bytes:
             self._discard(length)
             message = f"request of {length} bytes exceeds the limit of "
             message += f"{self.api.limits.max_request_bytes} (--max-request-mb)"
-            self._reply(413, json.dumps({"error": message}).encode("utf-8"))
+            seen.update(outcome="RESOURCE_EXHAUSTED", http_status=413)
+            self._reply(413, json.dumps({"error": message}).encode("utf-8"), extra)
             return
         if length == 0 and method == "POST":
             self.close_connection = True  # e.g. a chunked body we do not read: drop the rest
         body = self.rfile.read(length) if length else b""
-        path = urlsplit(self.path).path
         if not _API_PATH.fullmatch(path):
             self._reply(404, b"")  # TF Serving does not route paths outside /v1/
             return
-        status, doc = self.api.handle(method, path, body)
-        self._reply(status, json.dumps(doc).encode("utf-8"))
+        status, doc = self.api.handle(method, path, body, seen)
+        seen["http_status"] = status
+        self._reply(status, json.dumps(doc).encode("utf-8"), extra)
 
     def _discard(self, length: int) -> None:
         """Reads an oversized body away in small chunks (memory stays bounded), so the client
@@ -218,8 +271,10 @@ class _RestHandler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
-    def _reply(self, status: int, payload: bytes) -> None:
+    def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -234,11 +289,16 @@ class _HTTPServer6(ThreadingHTTPServer):
 
 
 def http_server(
-    store: ModelStore, admission: Admission, host: str, port: int
+    store: ModelStore,
+    admission: Admission,
+    host: str,
+    port: int,
+    audit_log: audit.AuditLog | None = None,
 ) -> ThreadingHTTPServer:
     """The REST front end listening on (`host`, `port`), not yet serving (run its
     `serve_forever`); OSError when it cannot listen."""
-    handler = type("_BoundRestHandler", (_RestHandler,), {"api": _RestApi(store, admission)})
+    api = _RestApi(store, admission, audit_log)
+    handler = type("_BoundRestHandler", (_RestHandler,), {"api": api})
     server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
     server = server_class((host, port), handler)
     server.daemon_threads = True

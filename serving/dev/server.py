@@ -11,7 +11,8 @@ and tested against the real protocol, with TF Serving's status codes and error t
 client error handling written here holds against production.
 
 Not mimicked: batching, Classify/Regress/MultiInference (UNIMPLEMENTED), a version folder
-removed from disk (the loaded version keeps serving), CORS, TF Serving's request logging.
+removed from disk (the loaded version keeps serving), CORS, TF Serving's request logging
+(its own audit log instead: `audit_log`, serving/audit.py).
 
 Usage: ``python -m serving.dev --model-dir out/serving/lesionlens`` or
 ``lesionlens serve-dev ...``; from Python, ``with serve(dir, "name", port=0, rest_port=0) as s:``.
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import grpc
 
+from serving.audit import AuditLog
 from serving.dev import grpc_service, rest
 from serving.dev.admission import Admission
 from serving.dev.limits import Limits
@@ -143,6 +145,7 @@ def serve(
     limits: Limits | None = None,
     poll_seconds: float = 1.0,
     on_new_version: Callable[[Servable], None] | None = None,
+    audit_log: AuditLog | None = None,
 ) -> DevServer:
     """Loads the newest version under `model_dir` and serves it; returns once listening.
 
@@ -154,10 +157,11 @@ def serve(
     model dir is checked for a newer version, which is loaded (and warmed up) beside the
     serving one and then swapped in; `on_new_version` is called with it. A version that fails
     to load is logged and skipped, and the current one keeps serving (TF Serving's rule).
+    `audit_log` gets one JSON line per predict request, gRPC and REST (serving/audit.py).
     """
     store = ModelStore.from_dir(model_dir, model_name, version_labels)
     admission = Admission(limits or Limits())
-    grpc_server = grpc_service.grpc_server(store, admission)
+    grpc_server = grpc_service.grpc_server(store, admission, audit_log)
     try:
         bound = grpc_server.add_insecure_port(_address(host, port))
     except RuntimeError as error:
@@ -167,7 +171,7 @@ def serve(
     http_server = None
     if rest_port is not None:
         try:
-            http_server = rest.http_server(store, admission, host, rest_port)
+            http_server = rest.http_server(store, admission, host, rest_port, audit_log)
         except OSError as error:
             grpc_server.stop(None)
             raise OSError(
