@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -872,3 +873,46 @@ def test_the_audit_log_rotates_by_size(tmp_path):
     assert all(f.stat().st_size <= 2048 for f in files)
     kept = [json.loads(x)["request_id"] for f in files for x in f.read_text().splitlines()]
     assert sorted(kept) == [f"r{i:03d}" for i in range(60 - len(kept), 60)]  # newest kept
+
+
+# --- the README's REST example -----------------------------------------------------------
+
+
+def readme_rest_example() -> str:
+    """The bash block of README.md between the rest-example markers."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- rest-example:begin -->", 1)[1].split("<!-- rest-example:end -->")[0]
+    return block.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_curl_example_runs_against_the_dev_server(server, direct, tmp_path):
+    """The README's request, as printed, with only the server's address, the model's name
+    and the image's path swapped for this test's: the answer is the model's."""
+    script = readme_rest_example()
+    swaps = {
+        '"demo_data/busi/benign/benign (1).png"': '"$TEST_IMAGE"',
+        "http://127.0.0.1:8501": server.rest_url,
+        "/v1/models/lesionlens:predict": "/v1/models/toy:predict",
+    }
+    for old, new in swaps.items():
+        assert script.count(old) == 1, old  # the README still shows what the test swaps
+        script = script.replace(old, new)
+    image = _image_bytes(48, 36, seed=31)
+    (tmp_path / "benign (1).png").write_bytes(image)
+    env = {**os.environ, "TEST_IMAGE": str(tmp_path / "benign (1).png")}
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (answer,) = json.loads(proc.stdout)["predictions"]
+    want = _direct_images(direct, [image])
+    np.testing.assert_allclose(answer["probabilities"], want["probabilities"][0], atol=1e-6)
+    assert answer["class_id"] == int(want["class_id"][0])
+    assert answer["roi_source"] == "none"  # the toy has no segmenter: no mask, whole image
+    assert np.array(answer["roi_mask"]).shape == (ROI, ROI)
+    np.testing.assert_allclose(answer["gradcam"], want["gradcam"][0], atol=1e-6)
