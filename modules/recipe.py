@@ -242,13 +242,11 @@ def fit_classifier(
     keep_best = KeptEpoch(recipe.kept_epoch) is KeptEpoch.BEST_EVAL_AUC
     total = recipe.head_epochs + recipe.epochs
     history: dict[str, list[float]] = {}
-    accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     loss_weights = None
     if joint:
         loss, loss_weights = joint_losses(mask_loss_weight)
-        metrics = {C.PROBABILITIES: accuracy}
     else:
-        loss, metrics = keras.losses.SparseCategoricalCrossentropy(), accuracy
+        loss = keras.losses.SparseCategoricalCrossentropy()
     progress = Progress(total, log)
     t0 = time.time()
     tracker = EvalAuc(eval_ds)
@@ -262,11 +260,12 @@ def fit_classifier(
         _set_trainable(model, backbone=backbone, freeze_bn=recipe.freeze_bn)
         rate = lr if lr is not None else _learning_rate(recipe, steps)
         wd = recipe.weight_decay if backbone else 0.0
-        model.compile(
+        accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]  # new per
+        model.compile(  # compile: a reused one is renamed again by a multi-output model
             optimizer=_optimizer(recipe, rate, wd),
             loss=loss,
             loss_weights=loss_weights,
-            metrics=metrics,
+            metrics={C.PROBABILITIES: accuracy} if joint else accuracy,
         )
         log.info(
             "%s phase: %d epochs (%s trainable weights)",

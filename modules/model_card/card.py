@@ -125,8 +125,15 @@ def _limitations(info: dict, data: dict, segmentation: dict | None) -> list[str]
             "Figures labelled ORACLE need the radiologist's mask of each test image, which does "
             "not exist for a new patient; the deployable figures do not."
         )
+    if info.get("architecture") == "joint":
+        out.append(
+            "One network draws the lesion map and classifies under it: a request without a "
+            "mask depends on that map (`lesion_probability`); where it finds nothing usable "
+            "`roi_source` is none and the head pools almost nothing."
+        )
     out.append(
-        "Grad-CAM marks a region at the resolution of the last feature map, not a lesion outline."
+        f"The heat map ({info.get('explanation', 'Grad-CAM')}) marks a region at the "
+        "resolution of the last feature map, not a lesion outline."
     )
     return out
 
@@ -143,10 +150,15 @@ def build_card(
     data = _data(manifest)
     decision = info.get("decision", {})
     backbone = info.get("backbone", "efficientnetv2b0")
+    joint = info.get("architecture") == "joint"
+    kind = "joint lesion map + HiResCAM" if joint else "Grad-CAM"
     card: dict[str, Any] = {
         "model": {
-            "name": f"LesionLens {_BACKBONE_NAMES.get(backbone, backbone)} + Grad-CAM",
+            "name": f"LesionLens {_BACKBONE_NAMES.get(backbone, backbone)} + {kind}",
             "backbone": backbone,
+            "architecture": info.get("architecture", "two-stage"),
+            "explanation": info.get("explanation"),
+            "mask_loss_weight": info.get("mask_loss_weight") if joint else None,
             "version": model_version,
             "classes": info.get("classes"),
             "image_size": info.get("image_size"),
@@ -325,6 +337,14 @@ def render_markdown(card: dict) -> str:
         f"{m['train_seconds']} s.",
         f"- Recipe: {_recipe_line(m.get('recipe'), m.get('kept_epoch'))}.",
         f"- ROI: {'on' if m['roi'] else 'off'}{roi}.",
+        f"- Architecture: {m.get('architecture', 'two-stage')}"
+        + (
+            f" (shared encoder, lesion decoder, head pooling under the lesion map; mask loss "
+            f"weight {m.get('mask_loss_weight')})"
+            if m.get("architecture") == "joint"
+            else ""
+        )
+        + f"; explanation: {m.get('explanation') or 'Grad-CAM'}.",
         f"- Decision: threshold {dec['threshold']:.4f} on calibrated P({positive}) "
         f"(temperature {dec['temperature']:.3f}), chosen on the eval split for "
         f"{dec['operating_point']} >= {dec['operating_target']} (eval sensitivity "
