@@ -18,7 +18,10 @@ lesion is expected there; the numbers say how much of that the heatmap shows.
 Usage (from the repository root):
 
   .venv/bin/python -m bench.gradcam_vs_mask [--model-dir DIR] [--records GLOB] [--json OUT]
-      [--without-masks]
+      [--without-masks] [--map gradcam|lesion_probability]
+
+`--map lesion_probability` scores a joint model's own lesion map (architecture=joint) the same
+way, and adds its Dice against the mask (map > 0.5 at the map's side, the mask area-resized).
 """
 
 from __future__ import annotations
@@ -50,10 +53,20 @@ def _field(example: tf.train.Example, name: str):
     return feature.int64_list.value[0] if feature.int64_list.value else feature.bytes_list.value[0]
 
 
-def evaluate(model_dir: str, files: Sequence[str], with_masks: bool = True) -> list[dict]:
+def _dice(probability: np.ndarray, mask: np.ndarray) -> float:
+    side = probability.shape[0]
+    small = tf.image.resize(mask[..., None].astype("float32"), [side, side], method="area")
+    truth, predicted = small.numpy()[..., 0] >= 0.5, probability > 0.5
+    total = truth.sum() + predicted.sum()
+    return float(2 * (truth & predicted).sum() / total) if total else 1.0
+
+
+def evaluate(
+    model_dir: str, files: Sequence[str], with_masks: bool = True, heat: str = C.GRADCAM
+) -> list[dict]:
     """Scores every test example that has a non-empty mask. `with_masks=False` sends each
     request without its mask (the deployable answer: the model's own ROI); the heatmap is
-    still scored against the radiologist's mask."""
+    still scored against the radiologist's mask. `heat`: the output scored."""
     predict = tf.saved_model.load(model_dir).signatures[C.SERVING_DEFAULT]
     compression = "GZIP" if files[0].endswith(".gz") else ""
     rows = []
@@ -69,7 +82,9 @@ def evaluate(model_dir: str, files: Sequence[str], with_masks: bool = True) -> l
             mask = np.asarray(Image.open(io.BytesIO(mask_bytes)).convert("L")) > 0
             if not mask.any():
                 continue
-            row = score(out[C.GRADCAM][i].numpy(), mask)
+            row = score(out[heat][i].numpy(), mask)
+            if heat == C.LESION_PROBABILITY:
+                row["dice"] = _dice(out[heat][i].numpy(), mask)
             row.update(
                 image_id=_field(example, C.IMAGE_ID).decode(),
                 label=int(_field(example, C.LABEL)),
@@ -97,6 +112,8 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
             stats["concentration"] = stats["heat_in_mask"] / stats["area"] if stats["area"] else 0.0
             misses = [r["miss_cells"] for r in rs if not r["hit"]]
             stats["miss_cells"] = float(np.median(misses)) if misses else 0.0
+            if "dice" in rs[0]:
+                stats["dice"] = float(np.mean([r["dice"] for r in rs]))
             out[name] = {"n": len(rs), **stats}
     return out
 
@@ -112,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="send each request without its mask (deployable: the model's own ROI); the "
         "heat map is still scored against the radiologist's mask",
     )
+    p.add_argument(
+        "--map",
+        choices=[C.GRADCAM, C.LESION_PROBABILITY],
+        default=C.GRADCAM,
+        help="the served heat map (default) or a joint model's own lesion map",
+    )
     args = p.parse_args(argv)
     model_dir = resolve_model_dir(args.model_dir)
     if model_dir is None:
@@ -121,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not files:
         print(f"no test records found for {model_dir}; pass --records", file=sys.stderr)
         return 2
-    rows = evaluate(str(model_dir), files, with_masks=not args.without_masks)
+    rows = evaluate(str(model_dir), files, with_masks=not args.without_masks, heat=args.map)
     if not rows:
         print("no test example has a non-empty mask: nothing to compare", file=sys.stderr)
         return 2
@@ -135,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{name:<9}{s['n']:>4}{s['hit']:>10.1%}{s['centre_hit']:>8.1%}"
             f"{s['heat_in_mask']:>14.1%}{s['area']:>11.1%}{s['concentration']:>7.2f}"
-            f"{s['miss_cells']:>11.2f}"
+            f"{s['miss_cells']:>11.2f}" + (f"  Dice {s['dice']:.3f}" if "dice" in s else "")
         )
     print(
         "\npointing: share of images whose hottest pixel is inside the mask (centre: the image"
