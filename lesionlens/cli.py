@@ -7,6 +7,7 @@ from modules.keras2 import use_keras2
 use_keras2()  # before anything imports TensorFlow
 
 import argparse
+import os
 import sys
 
 
@@ -21,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionlens", description="Explainable breast-lesion classification (TFX)."
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's, CUDA's and Beam's start-up messages, hidden by default "
+        "(also accepted after the command; or LESIONLENS_VERBOSE=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     synth.add_cli(sub)
     ingest_cli.add_cli(sub)
@@ -32,8 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `argv` given (tests, Python callers): stderr is left as it is."""
     from pipeline.console import log_to_console
 
+    command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or os.environ.get("LESIONLENS_VERBOSE") == "1"
+    argv = [a for a in argv if a != "--verbose"]
+    if command_line and not verbose:
+        from serving.quiet import quiet_startup
+
+        quiet_startup()
     log_to_console()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -160,13 +160,19 @@ def _load_item(path: Path, mask_path: Path | None, sibling_masks: bool) -> _Item
     """Reads an image (and its mask) and checks Pillow can decode it; raises OSError if not."""
     from PIL import Image, UnidentifiedImageError
 
+    from serving.errors import plain_message
+
     data = path.read_bytes()
+    if not data:
+        raise OSError("empty file, not an image")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             size = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise OSError(f"cannot read image: {error}") from None
+    except UnidentifiedImageError:
+        raise OSError("not an image Pillow can read (PNG or JPEG expected)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise OSError(f"cannot read image: {plain_message(str(error))}") from None
     if mask_path is not None:
         return _Item(path, data, mask_path.read_bytes(), str(mask_path), size)
     if sibling_masks:
@@ -301,7 +307,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return 1 if failed else 2
 
     from serving.client import make_client
-    from serving.errors import ServingError
+    from serving.errors import ServingError, plain_message
 
     example_features = {"modality": args.modality} if args.modality else None
     client = make_client(
@@ -323,7 +329,7 @@ def run_predict(args: argparse.Namespace) -> int:
             batch = items[start : start + args.batch_size]
             for item, result in _score(client, batch, args.signature):
                 if isinstance(result, Exception):
-                    print(f"ERROR {item.path}: {result}", file=sys.stderr)
+                    print(f"ERROR {item.path}: {plain_message(str(result))}", file=sys.stderr)
                     failed += 1
                     continue
                 scored += 1

@@ -7,6 +7,8 @@ both mapped onto this hierarchy, so callers never look at transport details.
 
 from __future__ import annotations
 
+import re
+
 
 class ServingError(Exception):
     """Any failure talking to a model server; the message names server, model and signature."""
@@ -39,3 +41,20 @@ FATAL_ERRORS: tuple[type[ServingError], ...] = (
     ModelNotFoundError,
     SignatureNotFoundError,
 )
+
+
+_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+_NODE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]")
+_OP = re.compile(r"\s*\[Op:[^\]]*\]")
+_GRAPH = re.compile(r"^(Graph execution error:|\(0\) [A-Z_]+:)\s*")
+_DETECTED = re.compile(r"Detected at node [^\n]*(\n[ \t<][^\n]*)*\n?")
+
+
+def plain_message(text: str) -> str:
+    """An error's text as people read it: no Python object reprs (`<_io.BytesIO object at
+    0x7f...>`), no TensorFlow node names (`[[{{node map/while/Assert/Assert}}]]`, `[Op:...]`),
+    no "Graph execution error" or traceback of where a node was defined; one line."""
+    text = _DETECTED.sub("", _GRAPH.sub("", text.strip()))
+    text = _OP.sub("", _NODE.sub("", _REPR.sub("", text)))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines).strip().rstrip(":").strip() or "unknown error"

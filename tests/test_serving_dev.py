@@ -612,7 +612,8 @@ def test_predict_cli_skips_unreadable_and_rejected_images(server, images, tmp_pa
     code = _run_cli([*argv, str(folder), "--out", str(out_dir)])
     captured = capsys.readouterr()
     assert code == 1
-    assert "broken.png: cannot read image" in captured.err
+    assert "broken.png: not an image Pillow can read (PNG or JPEG expected)" in captured.err
+    assert " object at 0x" not in captured.err and "{{node" not in captured.err
     assert "tiff_in_disguise.png" in captured.err and "INVALID_ARGUMENT" in captured.err
     assert "good.png" in captured.out
     record = json.loads((out_dir / "good.json").read_text())

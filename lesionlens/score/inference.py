@@ -133,7 +133,9 @@ class ExampleSignatureHandler(ModelHandler[Batch, PredictionResult, Any]):
             out = fn(examples=tf.constant([item[-1] for item in items]))
         except Exception as e:
             if len(items) == 1:
-                return [f"{items[0][0]}: the model rejected it: {type(e).__name__}: {e}"]
+                from serving.errors import plain_message
+
+                return [f"{items[0][0]}: the model rejected it: {plain_message(str(e))}"]
             return [row for item in items for row in self._score(fn, [item])]
         arrays = {name: np.asarray(value) for name, value in out.items()}
         ms = 1000 * (time.perf_counter() - t0)

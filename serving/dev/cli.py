@@ -244,4 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve a pushed SavedModel over TF Serving's gRPC and REST protocols.",
     )
     add_serve_dev_arguments(parser)
-    return run_serve_dev(parser.parse_args(argv))
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's and CUDA's start-up messages"
+    )
+    args = parser.parse_args(argv)
+    if argv is None and not args.verbose:
+        from serving.quiet import quiet_startup
+
+        quiet_startup()
+    return run_serve_dev(args)
