@@ -1,5 +1,7 @@
 """`lesionlens score`: the Beam batch-scoring job against the demo pipeline's pushed model, on
-the DirectRunner and on a local dask.distributed cluster (Beam's DaskRunner)."""
+the DirectRunner and on a local dask.distributed cluster (Beam's DaskRunner); what needs no
+trained model (one image as SRC, progress, overlay names, the audit log) against the toy
+model of tests/serving_toy_model.py, in seconds."""
 
 import glob
 import hashlib
