@@ -136,6 +136,8 @@ def images_and_labels(batch) -> tuple[tf.Tensor, tf.Tensor]:
 
 def classifier_view(model: keras.Model) -> keras.Model:
     """images -> probabilities, whatever else the model outputs (the joint lesion map)."""
+    if not isinstance(model.output, list | tuple | dict):
+        return model
     return keras.Model(model.inputs, model.get_layer(C.PROBABILITIES).output)
 
 
@@ -235,7 +237,7 @@ def fit_classifier(
     targets, sample weights), class weights already in them), already augmented if the
     recipe asks; `train_labels`: the labels of one pass (class weights, steps per epoch)."""
     joint = mask_loss_weight is not None
-    classes = model.get_layer(C.PROBABILITIES).output_shape[-1]
+    classes = classifier_view(model).output_shape[-1]
     steps = max(int(np.ceil(len(train_labels) / recipe.batch_size)), 1)
     wanted = recipe.class_weight and not joint
     class_weight = class_weights(train_labels, classes) if wanted else None

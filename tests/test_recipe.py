@@ -53,7 +53,7 @@ def tiny_model() -> keras.Model:
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.Conv2D(4, 3, name="stem_conv")(x)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU()(x)
+    x = keras.layers.ReLU(name=M.LAST_CONV_LAYER)(x)  # the backbone ends here
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     logits = keras.layers.Dense(2, name=M.LOGITS_LAYER)(x)
     return keras.Model(inputs, keras.layers.Softmax()(logits))
