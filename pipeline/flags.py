@@ -48,6 +48,9 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--seed", type=int, help="seeds training, augmentation and the intervals (default 42)"
+    )
     p.add_argument("--learning-rate", type=float)
     p.add_argument(
         "--backbone",
@@ -159,6 +162,13 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         help="import the segmenter another run trained (its .../segmenter_trainer/model/<id> "
         "folder) instead of training one; same records, image and segmenter size",
     )
+    p.add_argument(
+        "--min-dice",
+        type=float,
+        metavar="D",
+        help="stop the run when the lesion map's test Dice (the segmenter's, or the joint "
+        "network's before its push) is below D",
+    )
     p.add_argument("--smote", choices=["pixel", "none"])
     p.add_argument("--model-name")
     p.add_argument(
@@ -198,6 +208,8 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "model_name": args.model_name,
         "architecture": args.architecture,
         "mask_loss_weight": args.mask_loss_weight,
+        "min_dice": args.min_dice,
+        "seed": args.seed,
         **paths,
     }
     overrides = {k: v for k, v in knobs.items() if v is not None}

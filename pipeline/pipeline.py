@@ -20,7 +20,13 @@ from modules import contract as C
 from modules.anomalies_gate import AnomaliesGate
 from modules.intervals import BootstrapIntervals
 from modules.model_card.component import ModelCard
-from modules.options import SegmenterOptions, TrainerOptions, TrainRoi, TransformOptions
+from modules.options import (
+    Architecture,
+    SegmenterOptions,
+    TrainerOptions,
+    TrainRoi,
+    TransformOptions,
+)
 from modules.segmenter.evaluation import SegmenterEvaluation
 from modules.segmenter.predicted_roi import PredictedRoi
 from modules.smote import Smote
@@ -150,6 +156,13 @@ def create_pipeline(
             )
         ),
     )
+    lesion_map_evaluation = None
+    if cfg.architecture is Architecture.JOINT:  # its own lesion map, scored and gated
+        lesion_map_evaluation = _mask_evaluation(
+            cfg, transform.outputs["transformed_examples"], trainer.outputs["model"]
+        ).with_id("lesion_map_evaluation")
+        pusher.add_upstream_node(lesion_map_evaluation)
+    segmentation = segmenter.evaluation if segmenter else lesion_map_evaluation
     model_card = ModelCard(
         model=trainer.outputs["model"],
         pushed_model=pusher.outputs["pushed_model"],
@@ -157,7 +170,7 @@ def create_pipeline(
         # the card records the whole run's code; it reruns whenever any step does anyway
         code_version=run_code_version(),
         intervals=intervals.outputs["intervals"] if cfg.confidence_intervals else None,
-        segmentation=segmenter.evaluation.outputs["evaluation"] if segmenter else None,
+        segmentation=segmentation.outputs["evaluation"] if segmentation else None,
     )
     components = [
         example_gen,
@@ -169,6 +182,7 @@ def create_pipeline(
         *(segmenter.components if segmenter else []),
         smote,
         trainer,
+        *([lesion_map_evaluation] if lesion_map_evaluation else []),
         model_resolver,
         evaluator,
         pusher,
@@ -225,6 +239,24 @@ def _roi_postprocess(cfg: PipelineConfig) -> dict:
     }
 
 
+def _mask_evaluation(cfg: PipelineConfig, transformed, model) -> SegmenterEvaluation:
+    """Test Dice / IoU of a lesion map and its gate: the segmenter's (two-stage) or the
+    joint network's own (its Trainer's model)."""
+    return SegmenterEvaluation(
+        examples=transformed,
+        segmenter=model,
+        split=C.TEST,
+        image_size=cfg.image_size,
+        min_dice=cfg.min_dice,
+        slice_features=json.dumps(["label", "dataset"]),
+        resamples=cfg.interval_resamples,
+        level=cfg.interval_level,
+        seed=cfg.seed,
+        code_version=code_version(SegmenterEvaluation),
+        **_roi_postprocess(cfg),
+    )
+
+
 @dataclasses.dataclass
 class _Segmenter:
     """The segmenter's part of the pipeline: its nodes, its model and its test evaluation."""
@@ -270,19 +302,7 @@ def _segmenter(cfg: PipelineConfig, transformed) -> _Segmenter | None:
             ),
         ).with_id("segmenter_trainer")
         model = source.outputs["model"]
-    evaluation = SegmenterEvaluation(
-        examples=transformed,
-        segmenter=model,
-        split=C.TEST,
-        image_size=cfg.image_size,
-        min_dice=cfg.min_dice,
-        slice_features=json.dumps(["label", "dataset"]),
-        resamples=cfg.interval_resamples,
-        level=cfg.interval_level,
-        seed=cfg.seed,
-        code_version=code_version(SegmenterEvaluation),
-        **_roi_postprocess(cfg),
-    ).with_id("segmenter_evaluation")
+    evaluation = _mask_evaluation(cfg, transformed, model).with_id("segmenter_evaluation")
     components = [source, evaluation]
     roi_examples = None
     if cfg.train_roi is TrainRoi.PREDICTED:

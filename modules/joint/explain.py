@@ -19,7 +19,7 @@ import tf_keras as keras
 
 from modules import contract as C
 from modules.backbones import LAST_CONV_LAYER
-from modules.joint.network import ATTENTION_POOL
+from modules.joint.attention import ATTENTION_POOL
 from modules.model import EPSILON, LOGITS_LAYER, Decision, class_outputs
 
 METHOD = "HiResCAM of the decided class (logit margin), under the lesion attention"

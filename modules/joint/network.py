@@ -17,32 +17,11 @@ import tf_keras as keras
 
 from modules import contract as C
 from modules.backbones import backbone
+from modules.joint.attention import ATTENTION_POOL, MaskAttentionPool
 from modules.model import LOGITS_LAYER
 from modules.segmenter.network import conv_block, dice_bce_loss
 
-ATTENTION_POOL = "attention_pool"
 DECODER_WIDTH = 16  # decoder channels at stride 4 (x2 at 8 and 16): ~0.2 M weights
-
-
-class MaskAttentionPool(keras.layers.Layer):
-    """[feature map [B, h, w, K], attention [B, H, W, 1] in [0, 1]] -> [B, K]: the feature
-    map's mean weighted by the attention, averaged down to h x w. `epsilon` keeps an
-    all-but-empty attention finite (a map that finds nothing pools almost nothing)."""
-
-    def __init__(self, epsilon: float = 1e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-
-    def call(self, inputs):
-        features, attention = inputs
-        factor = attention.shape[1] // features.shape[1]  # static: 8 for the lesion map
-        weights = tf.nn.avg_pool2d(attention, factor, factor, "VALID")  # ResizeArea has no
-        # gradient, and the class loss must reach the decoder through the attention
-        total = tf.reduce_sum(weights, axis=[1, 2])
-        return tf.reduce_sum(features * weights, axis=[1, 2]) / (total + self.epsilon)
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def mask_side(image_size: int) -> int:

@@ -19,6 +19,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 
 from modules import contract as C
+from modules.joint import attention  # noqa: F401 - registers the joint layer for load_model
 from modules.options import SegmenterEncoder, SegmenterOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.training import Progress, transformed_records
@@ -116,9 +117,12 @@ class SegmenterMismatchError(ValueError):
 def load_segmenter(
     model_dir: str, image_size: int | None = None, segmenter_size: int | None = None
 ) -> keras.Model:
-    """The exported segmenter, for the classifier's graph and the ROI components. Given the
-    run's sizes, one trained for others (an imported `segmenter_model`) is refused by name."""
+    """The exported segmenter, for the classifier's graph and the ROI components (or a joint
+    network's lesion map, for its evaluation). Given the run's sizes, one trained for others
+    (an imported `segmenter_model`) is refused by name."""
     model = keras.models.load_model(model_dir, compile=False)
+    if isinstance(model.output, list | tuple):  # the joint network: its lesion map
+        model = keras.Model(model.inputs, model.get_layer(C.LESION_PROBABILITY).output)
     wanted = {"image": image_size, "mask": segmenter_size}
     sizes = {"image": model.input_shape[1], "mask": model.output_shape[1]}
     wrong = [f"{k} {sizes[k]} px, not {v}" for k, v in wanted.items() if v and sizes[k] != v]
