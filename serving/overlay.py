@@ -21,6 +21,12 @@ Two styles (`STYLES`):
   Pillow's bundled font (`font_name()` says which), sized with the image (`font_size`).
 - `compact`: the earlier single panel, the blend alone with the ROI's staircase outline.
 
+Heat is drawn scaled by the probability of the class the model decided (`scaled_heat`): the
+server divides each map by its own maximum, so unscaled a weak call (P 0.55) and a sure one
+(P 0.99) would both show a saturated region; scaled, the same colour means the same strength
+of evidence times confidence across images. The caption says so, with the factor; a record
+without its probabilities is drawn unscaled and the caption says that instead.
+
 In the compact style the ROI the model actually used (its `roi_mask` output, ROI_MASK_SIZE
 square, 1 = kept) is drawn as an outline over the blend: upsampled nearest-neighbour (it is
 binary) to the image size, its inner boundary painted in pure green, a colour the jet blend
@@ -212,6 +218,7 @@ class Prediction:
     model: str | None = None
     version: str | None = None
     positive_class: str = "malignant"
+    decided_probability: float | None = None  # P(class_name): how much heat is drawn
 
     @classmethod
     def from_record(
@@ -224,8 +231,14 @@ class Prediction:
         """From a `lesionlens predict` JSON record or a `lesionlens score` row (and the
         model's class names, when the record does not list them): the caption then states
         exactly what the record says."""
+        probabilities, class_id = record.get(C.PROBABILITIES), record.get(C.CLASS_ID)
+        decided = None
+        if probabilities is not None and class_id is not None:
+            if 0 <= int(class_id) < len(probabilities):
+                decided = float(probabilities[int(class_id)])
         return cls(
             class_name=record["class_name"],
+            decided_probability=decided,
             positive_probability=record.get(C.POSITIVE_PROBABILITY),
             threshold=record.get(C.THRESHOLD),
             roi_source=record.get(C.ROI_SOURCE),
@@ -253,6 +266,19 @@ class Prediction:
         version = f", version {self.version}" if self.version else ""
         lines.append(f"model: {model}{version}")
         return lines
+
+
+def scaled_heat(heatmap: np.ndarray, prediction: Prediction) -> tuple[np.ndarray, str]:
+    """(the heat to draw, what the colour bar says about it): the served map times
+    P(decided class), or the map as served when that probability is unknown."""
+    p = prediction.decided_probability
+    if p is None:
+        return np.asarray(heatmap, np.float32), "each map scaled to its own maximum"
+    factor = float(np.clip(p, 0.0, 1.0))
+    return (
+        np.asarray(heatmap, np.float32) * factor,
+        f"scaled by P({prediction.class_name}) = {factor:.2f}, so a weak call draws faint",
+    )
 
 
 def _positive_class(classes: Sequence[str] | None) -> str:
@@ -465,8 +491,9 @@ def captioned(
     size = font_size(width, height)
     font = _font(size)
     line_px = max(2.5, size / 6)  # outline width: at least one pixel fully drawn
+    heat, scaling = scaled_heat(heatmap, prediction)
     blended, legend = overlay_panel(
-        original, heatmap, alpha, roi_mask, given_mask, line_px, prediction.roi_source
+        original, heat, alpha, roi_mask, given_mask, line_px, prediction.roi_source
     )
 
     margin = size
@@ -483,7 +510,7 @@ def captioned(
     ]
     bar_label = (
         f"Grad-CAM 0-1: where the classifier's evidence for {prediction.class_name!r} is "
-        "(0 none, 1 strongest)"
+        f"(0 none, 1 strongest; {scaling})"
     )
     bar_rows = _wrap(scratch, bar_label, font, text_w)
     legend_rows = [
@@ -539,7 +566,7 @@ def render(
 ) -> tuple[bytes, str]:
     """(PNG bytes, the caption drawn) in one of `STYLES`; the compact style draws none ("")."""
     if style == "compact":
-        return overlay_png(image, heatmap, alpha, roi_mask), ""
+        return overlay_png(image, scaled_heat(heatmap, prediction)[0], alpha, roi_mask), ""
     if style != "captioned":
         raise ValueError(f"overlay style must be one of {STYLES}, got {style!r}")
     canvas, caption = captioned(image, heatmap, prediction, alpha, roi_mask, given_mask)

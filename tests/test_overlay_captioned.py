@@ -96,7 +96,30 @@ def test_the_original_sits_beside_the_overlay_at_its_own_resolution():
     left, right = _panels(png, image.size)
     assert picture.width >= 2 * 300 and picture.height > 200
     assert np.array_equal(left, overlay.to_rgb(image))  # pixel for pixel
-    assert np.array_equal(right, np.asarray(overlay.blend(image, cam)))  # no ROI: the blend
+    # no ROI: the blend of the heat scaled by P(malignant) 0.7269, the decided class's
+    assert np.array_equal(right, np.asarray(overlay.blend(image, cam * np.float32(0.7269))))
+
+
+def test_heat_is_scaled_by_how_sure_the_call_is():
+    """The server divides every map by its own maximum; the overlay multiplies it by
+    P(decided class), so a weak call draws a faint map and the caption says by how much."""
+    image, cam = _image(120, 90), np.eye(5, dtype=np.float32)
+    sure = _record(probabilities=[0.01, 0.99], positive_probability=0.99)
+    weak = _record(probabilities=[0.45, 0.55], positive_probability=0.55)
+    drawn = {}
+    for name, record in (("sure", sure), ("weak", weak)):
+        png, caption = overlay.render(image, cam, overlay.Prediction.from_record(record, "m", "1"))
+        right = _panels(png, image.size)[1].astype(int)
+        drawn[name] = right[..., 0] - right[..., 2]  # red over blue: hot
+        factor = record["probabilities"][1]
+        assert f"scaled by P(malignant) = {factor:.2f}" in caption
+    assert drawn["sure"].max() > drawn["weak"].max() + 40
+    unknown = overlay.Prediction(class_name="malignant")  # a record without probabilities
+    png, caption = overlay.render(image, cam, unknown)
+    assert "each map scaled to its own maximum" in caption
+    assert np.array_equal(_panels(png, image.size)[1], np.asarray(overlay.blend(image, cam)))
+    benign = _p(class_id=0, class_name="benign", probabilities=[0.8, 0.2])
+    assert overlay.scaled_heat(cam, benign)[0].max() == pytest.approx(0.8)
 
 
 def test_the_caption_scales_with_the_image_and_the_font_is_named():
@@ -258,7 +281,8 @@ def test_every_overlay_carries_the_research_use_notice():
 def test_the_compact_style_is_the_single_panel_overlay():
     image, cam, roi = _image(64, 48), np.eye(3, dtype=np.float32), _rois()[0]
     png, caption = overlay.render(image, cam, _p(), style="compact", roi_mask=roi, alpha=0.3)
-    assert caption == "" and png == overlay.overlay_png(image, cam, 0.3, roi)
+    scaled = overlay.scaled_heat(cam, _p())[0]
+    assert caption == "" and png == overlay.overlay_png(image, scaled, 0.3, roi)
     with pytest.raises(ValueError, match="overlay style"):
         overlay.render(image, cam, _p(), style="fancy")
 

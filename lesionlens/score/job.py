@@ -180,7 +180,7 @@ class _ToRows(beam.DoFn):
 
     def _write_overlay(self, record: dict, feats, row: dict) -> None:
         from lesionlens.score.gallery import thumbnail_name
-        from serving.overlay import Prediction, render, thumbnail
+        from serving.overlay import Prediction, render, scaled_heat, thumbnail
 
         image = feats[C.IMAGE].bytes_list.value[0]
         mask = feats[C.MASK].bytes_list.value[0] if C.MASK in feats else b""
@@ -188,7 +188,8 @@ class _ToRows(beam.DoFn):
         prediction = Prediction.from_record(record, self.model, self.version, self.classes)
         png, _ = render(image, row[C.GRADCAM], prediction, style=self.style, **drawn)
         name = sinks.write_overlay(self.out, record["image_id"], record["class_name"], png)
-        small = thumbnail(image, row[C.GRADCAM], roi_source=record["roi_source"], **drawn)
+        heat = scaled_heat(row[C.GRADCAM], prediction)[0]  # as on the overlay
+        small = thumbnail(image, heat, roi_source=record["roi_source"], **drawn)
         write_bytes(FileSystems.join(self.out, *thumbnail_name(name).split("/")), small)
         record["gradcam_overlay"] = name
 
