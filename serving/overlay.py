@@ -219,6 +219,7 @@ class Prediction:
     version: str | None = None
     positive_class: str = "malignant"
     decided_probability: float | None = None  # P(class_name): how much heat is drawn
+    explanation: str = "Grad-CAM"  # the heat map's method (lesionlens.json `explanation`)
 
     @classmethod
     def from_record(
@@ -227,6 +228,7 @@ class Prediction:
         model: str | None,
         version: str | None,
         classes: Sequence[str] | None = None,
+        explanation: str | None = None,
     ) -> Prediction:
         """From a `lesionlens predict` JSON record or a `lesionlens score` row (and the
         model's class names, when the record does not list them): the caption then states
@@ -245,6 +247,7 @@ class Prediction:
             model=model,
             version=version,
             positive_class=_positive_class(classes or record.get("classes")),
+            explanation=explanation_name(explanation),
         )
 
     def caption_lines(self) -> list[str]:
@@ -266,6 +269,12 @@ class Prediction:
         version = f", version {self.version}" if self.version else ""
         lines.append(f"model: {model}{version}")
         return lines
+
+
+def explanation_name(method: str | None) -> str:
+    """The method's short name for a caption: "HiResCAM of the decided class (...)" ->
+    "HiResCAM"; Grad-CAM for a model that does not say (every model before the joint one)."""
+    return method.split(" of ")[0].split(" (")[0].strip() if method else "Grad-CAM"
 
 
 def scaled_heat(heatmap: np.ndarray, prediction: Prediction) -> tuple[np.ndarray, str]:
@@ -502,14 +511,15 @@ def captioned(
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = canvas_w - 2 * margin
     lines = prediction.caption_lines()
-    heading = "left: the image; right: Grad-CAM over it"
+    heading = f"left: the image; right: {prediction.explanation} over it"
     drawn = [
         (text, row)
         for text in [NOTICE, heading, *lines]
         for row in _wrap(scratch, text, font, text_w)
     ]
     bar_label = (
-        f"Grad-CAM 0-1: where the classifier's evidence for {prediction.class_name!r} is "
+        f"{prediction.explanation} 0-1: where the classifier's evidence for "
+        f"{prediction.class_name!r} is "
         f"(0 none, 1 strongest; {scaling})"
     )
     bar_rows = _wrap(scratch, bar_label, font, text_w)

@@ -122,6 +122,15 @@ def test_heat_is_scaled_by_how_sure_the_call_is():
     assert overlay.scaled_heat(cam, benign)[0].max() == pytest.approx(0.8)
 
 
+def test_the_caption_names_the_models_explanation_method():
+    method = "HiResCAM of the decided class (logit margin), under the lesion attention"
+    joint = overlay.Prediction.from_record(_record(), "m", "1", explanation=method)
+    _, caption = overlay.render(_image(90, 60), np.eye(3, dtype=np.float32), joint)
+    assert "right: HiResCAM over it" in caption and "HiResCAM 0-1: where" in caption
+    _, caption = overlay.render(_image(90, 60), np.eye(3, dtype=np.float32), _p())
+    assert "right: Grad-CAM over it" in caption  # a model that names no method
+
+
 def test_the_caption_scales_with_the_image_and_the_font_is_named():
     assert overlay.font_size(40, 30) == 12  # never under 12 px
     assert overlay.font_size(560, 420) == 20

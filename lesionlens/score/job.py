@@ -60,14 +60,18 @@ class NothingScored(RuntimeError):
     """No image could be scored; the summary says why."""
 
 
-def model_classes(model_path: str) -> tuple[str, ...]:
+def model_info(model_path: str) -> dict:
+    """The model's `lesionlens.json` ({} for a model exported without one)."""
     info = FileSystems.join(model_path, *C.MODEL_INFO.split("/"))
-    if FileSystems.exists(info):
-        with FileSystems.open(info, compression_type="uncompressed") as f:
-            classes = json.loads(f.read()).get("classes")
-        if classes:
-            return tuple(classes)
-    return tuple(C.DEFAULT_CLASSES["busi"])
+    if not FileSystems.exists(info):
+        return {}
+    with FileSystems.open(info, compression_type="uncompressed") as f:
+        return json.loads(f.read())
+
+
+def model_classes(model_path: str) -> tuple[str, ...]:
+    classes = model_info(model_path).get("classes")
+    return tuple(classes) if classes else tuple(C.DEFAULT_CLASSES["busi"])
 
 
 class _Read(beam.DoFn):
@@ -125,6 +129,7 @@ class _ToRows(beam.DoFn):
         self.out, self.classes, self.overlays = out, classes, cfg.overlays
         self.alpha, self.style = cfg.alpha, cfg.overlay_style
         self.model, self.version = model_label(model_path)
+        self.explanation = model_info(model_path).get("explanation")  # None: Grad-CAM
         self.marks = FileSystems.join(out, PROGRESS)
 
     def process(self, result):
@@ -185,7 +190,9 @@ class _ToRows(beam.DoFn):
         image = feats[C.IMAGE].bytes_list.value[0]
         mask = feats[C.MASK].bytes_list.value[0] if C.MASK in feats else b""
         drawn = {"roi_mask": row.get(C.ROI_MASK), "given_mask": mask, "alpha": self.alpha}
-        prediction = Prediction.from_record(record, self.model, self.version, self.classes)
+        prediction = Prediction.from_record(
+            record, self.model, self.version, self.classes, self.explanation
+        )
         png, _ = render(image, row[C.GRADCAM], prediction, style=self.style, **drawn)
         name = sinks.write_overlay(self.out, record["image_id"], record["class_name"], png)
         heat = scaled_heat(row[C.GRADCAM], prediction)[0]  # as on the overlay
