@@ -101,6 +101,9 @@ def mask_report(labels: np.ndarray, has_mask: np.ndarray, classes: list[str]) ->
         "lesion_images_without_mask": int(((has_mask == 0) & ~normal).sum()),
         "normal_images_with_mask": int(((has_mask > 0) & normal).sum()),
     }
+    log.info(
+        "lesion map: %d of %d training images in the mask loss", report["in_mask_loss"], len(labels)
+    )
     if report["lesion_images_without_mask"]:
         log.warning(
             "%d of %d training images of class %s have no lesion mask (or an empty one): "
