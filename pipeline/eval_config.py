@@ -5,6 +5,7 @@ from __future__ import annotations
 from tensorflow_model_analysis.proto import config_pb2
 
 from modules import contract as C
+from modules.options import Architecture
 from pipeline.config import PipelineConfig
 
 
@@ -60,8 +61,11 @@ def build_eval_config(cfg: PipelineConfig) -> config_pb2.EvalConfig:
     }
     if len(cfg.classes) > 2:
         per_output.update(_multiclass_specs(len(cfg.classes)))
+    joint = cfg.architecture is Architecture.JOINT
     spec = config_pb2.ModelSpec(
-        signature_name=C.PREDICT_NO_MASK if cfg.roi else C.SERVING_DEFAULT,
+        # without masks whenever a mask changes the answer (ROI on, or the joint network's
+        # attention): the Evaluator gates on the deployable figures, never the ORACLE
+        signature_name=C.PREDICT_NO_MASK if cfg.roi or joint else C.SERVING_DEFAULT,
         preprocessing_function_names=[C.TRANSFORM_FEATURES],
         label_keys={output: label for output, (label, _) in per_output.items()},
     )

@@ -3,7 +3,7 @@
 import pytest
 
 from modules import contract as C
-from pipeline.config import profile
+from pipeline.config import PipelineConfig, profile
 from pipeline.eval_config import build_eval_config
 
 
@@ -80,3 +80,12 @@ def test_three_classes_add_per_class_outputs_and_keep_the_binary_gates():
 def test_classes_must_have_label_ids_from_zero():
     with pytest.raises(ValueError, match="label ids"):
         profile("demo", classes=("benign", "normal"))
+
+
+def test_the_evaluator_gates_a_joint_model_without_masks():
+    """A joint model pools under a given mask: serving_default with the records' masks would
+    be the ORACLE, so the Evaluator reads predict_no_mask, as with ROI on."""
+    joint = PipelineConfig(architecture="joint", roi=False, image_size=64)
+    assert build_eval_config(joint).model_specs[0].signature_name == C.PREDICT_NO_MASK
+    plain = PipelineConfig(roi=False, image_size=64)
+    assert build_eval_config(plain).model_specs[0].signature_name == C.SERVING_DEFAULT
