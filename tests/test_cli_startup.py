@@ -53,6 +53,7 @@ def run_cli(*argv: str) -> tuple[int, str, list[str]]:
         ["predict", "--help"],
         ["serve-dev", "--help"],
         ["report", "--help"],
+        ["reproduce", "--help"],
         ["synth", "--help"],
         ["serving.dev", "--help"],
     ],

@@ -1,5 +1,5 @@
-"""Weights handling: a local no-top weights file loads; an offline ImageNet download fails at
-once with instructions."""
+"""Weights handling: a local no-top weights file loads, one of another architecture is refused
+by name; an offline ImageNet download fails at once with instructions."""
 
 import urllib.error
 
@@ -8,6 +8,7 @@ import pytest
 import tf_keras as keras
 
 from modules import model as M
+from modules.backbones import WeightsFileError
 
 
 def test_local_weights_file_is_loaded(tmp_path):
@@ -27,6 +28,19 @@ def test_local_weights_file_is_loaded(tmp_path):
 def test_missing_weights_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         M.build_model(2, 64, str(tmp_path / "nope.h5"))
+
+
+def test_weights_of_another_architecture_are_refused_naming_the_file(tmp_path):
+    """Keras alone says "Layer count mismatch" or "file signature not found", naming neither
+    the file nor what it wanted."""
+    other = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3))
+    other.save_weights(str(tmp_path / "mobilenet.h5"))
+    (tmp_path / "lite0.pth").write_bytes(b"\x80\x02 a torch checkpoint, not HDF5")
+    for name in ("mobilenet.h5", "lite0.pth"):
+        with pytest.raises(WeightsFileError) as err:
+            M.build_model(2, 64, str(tmp_path / name))
+        assert str(err.value).startswith(f"{tmp_path / name}: not EfficientNetV2B0 weights")
+        assert "efficientnetv2-b0_notop.h5 expected" in str(err.value)
 
 
 def test_imagenet_download_failure_says_how_to_pass_a_file(monkeypatch):

@@ -36,8 +36,10 @@ PAPER_SECONDS = {"train": 121.0, "inference_per_image": 0.09}  # BUSI, one P100
 
 # `report-cpu`: the busi-cpu classifier (ImageNet EfficientNet-Lite0, offline, 160 px, its
 # training recipe) and a Lite0-encoder segmenter at 96 px, the paper's ablation otherwise
-# (ROI from the radiologist's masks, pixel SMOTE per variant). `paper`: the busi-paper
-# profile (299 px, 22 epochs). Before 2026-12-06 `report-cpu` trained from random init
+# (ROI from the radiologist's masks, pixel SMOTE per variant). `paper`: the paper's own
+# recipe, PipelineConfig's defaults (EfficientNetV2B0, 299 px, Nadam 1e-4, 22 epochs; its
+# ImageNet weights are a Keras download), not the busi-paper profile, which now runs the
+# pretrained offline Lite0. Before 2026-12-06 `report-cpu` trained from random init
 # (docs/RESULTS.md, lab log).
 # the busi-cpu classifier: backbone, weights, size, epochs and recipe (not its data, ROI or
 # SMOTE, which the grid varies)
@@ -151,10 +153,8 @@ def profile_config(name: str, variant: Variant, out: str):
     """The PipelineConfig of one variant."""
     from pipeline.config import PipelineConfig
 
-    base = PROFILES["busi-paper"] if name == "paper" else {}
     return PipelineConfig(
         **{
-            **base,
             **REPORT_PROFILES[name],
             **variant.overrides(),
             "data_root": records_dir(out, variant.protocol, variant.classes),

@@ -26,6 +26,10 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be downloaded (offline machine)."""
 
 
+class WeightsFileError(ValueError):
+    """A weights file that does not fit the backbone (another architecture, not weights)."""
+
+
 def _random(weights: str | None) -> bool:
     return weights in ("none", "", None)
 
@@ -48,6 +52,11 @@ def _v2b0_features(inputs: tf.Tensor, weights: str | None) -> tf.Tensor:
                 "pass its path: --weights /path/efficientnetv2-b0_notop.h5, use --backbone "
                 "efficientnet-lite0 (ImageNet weights from an installed package), or "
                 "--weights none."
+            ) from e
+        if w is not None:  # Keras names neither the file nor what it expected
+            raise WeightsFileError(
+                f"{w}: not EfficientNetV2B0 weights without the top (efficientnetv2-b0_notop.h5"
+                f" expected for --backbone efficientnetv2b0): {type(e).__name__}: {e}"
             ) from e
         raise
     return backbone.output
