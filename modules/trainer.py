@@ -28,6 +28,12 @@ from modules.joint.signatures import joint_signatures
 from modules.options import Architecture, OperatingPoint, TrainerOptions, from_custom_config
 from modules.segmenter import network as S
 from modules.segmenter.trainer import load_segmenter
+from modules.served_inputs import (
+    EXAMPLES,
+    IMAGE_BYTES,
+    transform_features_signature,
+    transformed_requests,
+)
 from modules.training import transformed_records
 from modules.transform import decode_images, decode_masks, prepare_images
 from modules.warmup import write_warmup_requests
@@ -134,19 +140,9 @@ def _serving_signatures(
     post = S.postprocess_of(opts)
     mask_size = opts.segmenter_size or C.ROI_MASK_SIZE
     crop_margin = S.crop_margin_of(opts.roi_mode, opts.roi_margin)
-    serving_spec = {
-        C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
-        C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        C.MODALITY: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        C.DATASET: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-    }
 
     def roi_inputs(serialized, ignore_masks: bool):
-        parsed = tf.io.parse_example(serialized, serving_spec)
-        if ignore_masks:
-            parsed[C.MASK] = tf.fill(tf.shape(parsed[C.MASK]), "")
-        given = tf.strings.length(tf.reshape(parsed[C.MASK], [-1])) > 0
-        transformed = model.tft_layer(parsed)
+        transformed, given = transformed_requests(model, serialized, ignore_masks)
         images = decode_images(transformed[C.IMAGE], opts.image_size)
         if segmenter is None:
             return S.choose_roi(None, post, images, images, given, _no_masks(images))
@@ -160,27 +156,19 @@ def _serving_signatures(
             outputs[C.GRADCAM] = roi_crop.to_whole_frame(outputs[C.GRADCAM], boxes)
         return {**outputs, C.ROI_SOURCE: source, C.ROI_MASK: roi_mask}
 
-    examples = tf.TensorSpec([None], tf.string, name=C.EXAMPLES)
-
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_examples(serialized):
         return answer(M.predict_with_gradcam, *roi_inputs(serialized, ignore_masks=False))
 
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_predict_only(serialized):
         return answer(M.predict_only, *roi_inputs(serialized, ignore_masks=False))
 
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_no_mask(serialized):
         return answer(M.predict_only, *roi_inputs(serialized, ignore_masks=True))
 
-    @tf.function(
-        autograph=False,
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=C.IMAGE_BYTES),
-            tf.TensorSpec([None], tf.string, name=C.MASK_BYTES),
-        ],
-    )
+    @tf.function(autograph=False, input_signature=IMAGE_BYTES)
     def serve_images(image_bytes, mask_bytes):
         prepared = prepare_images(
             image_bytes,
@@ -200,18 +188,12 @@ def _serving_signatures(
             *S.choose_roi(segmenter, post, roi, full, given, prepared.mask, crop_margin),
         )
 
-    raw_spec = tf_transform_output.raw_feature_spec()
-
-    @tf.function(autograph=False, input_signature=[examples])
-    def transform_features(serialized):
-        return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-
     return {
         C.SERVING_DEFAULT: serve_examples.get_concrete_function(),
         C.PREDICT_IMAGES: serve_images.get_concrete_function(),
         C.PREDICT_ONLY: serve_predict_only.get_concrete_function(),
         C.PREDICT_NO_MASK: serve_no_mask.get_concrete_function(),
-        C.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
+        C.TRANSFORM_FEATURES: transform_features_signature(model, tf_transform_output),
     }
 
 

@@ -21,6 +21,7 @@ from modules import contract as C
 from modules.backbones import LAST_CONV_LAYER
 from modules.joint.attention import ATTENTION_POOL
 from modules.model import EPSILON, LOGITS_LAYER, Decision, class_outputs
+from modules.segmenter.network import whole_if_empty
 
 METHOD = "HiResCAM of the decided class (logit margin), under the lesion attention"
 
@@ -47,9 +48,7 @@ def attention_of(lesion: tf.Tensor, given: tf.Tensor | None, given_masks: tf.Ten
     carried a mask (research / ORACLE), that mask (an all-zero one: the whole image)."""
     if given is None:
         return lesion
-    masks = tf.cast(given_masks, tf.float32)[..., None]
-    empty = tf.reduce_all(tf.equal(masks, 0.0), axis=[1, 2, 3])
-    masks = tf.where(empty[:, None, None, None], tf.ones_like(masks), masks)
+    masks = whole_if_empty(tf.cast(given_masks, tf.float32))[..., None]
     return tf.where(given[:, None, None, None], masks, lesion)
 
 

@@ -19,6 +19,12 @@ from modules.joint.network import mask_side
 from modules.model import Decision
 from modules.options import TrainerOptions
 from modules.segmenter import network as S
+from modules.served_inputs import (
+    EXAMPLES,
+    IMAGE_BYTES,
+    transform_features_signature,
+    transformed_requests,
+)
 from modules.transform import decode_images, decode_masks, prepare_images
 
 
@@ -28,10 +34,8 @@ def roi_outputs(
     """`roi_source` and `roi_mask` [B, 24, 24]: the request's mask where it carried one (all
     zero: the whole image), else the lesion map [B, m, m] post-processed."""
     masks, found = S.roi_from_probability(lesion[..., None], post)
-    whole = tf.ones_like(given_masks)
-    empty = tf.reduce_all(tf.equal(given_masks, 0), axis=[1, 2])
-    given_masks = tf.where(empty[:, None, None], whole, given_masks)
-    small = tf.where(given[:, None, None], S.small_mask(given_masks), S.small_mask(masks))
+    given_small = S.small_mask(S.whole_if_empty(given_masks))
+    small = tf.where(given[:, None, None], given_small, S.small_mask(masks))
     source = tf.where(
         given,
         C.ROI_GIVEN,
@@ -54,19 +58,9 @@ def joint_signatures(
     explainer = JointExplainer(model)
     post = S.postprocess_of(opts)
     side = mask_side(opts.image_size)
-    serving_spec = {
-        C.IMAGE: tf.io.FixedLenFeature([1], tf.string),
-        C.MASK: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        C.MODALITY: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-        C.DATASET: tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
-    }
 
     def parsed_inputs(serialized, ignore_masks: bool):
-        parsed = tf.io.parse_example(serialized, serving_spec)
-        if ignore_masks:
-            parsed[C.MASK] = tf.fill(tf.shape(parsed[C.MASK]), "")
-        given = tf.strings.length(tf.reshape(parsed[C.MASK], [-1])) > 0
-        transformed = model.tft_layer(parsed)
+        transformed, given = transformed_requests(model, serialized, ignore_masks)
         images = decode_images(transformed[C.IMAGE], opts.image_size)
         return images, given, decode_masks(transformed[C.LESION_MASK], side)
 
@@ -77,27 +71,19 @@ def joint_signatures(
             out.pop(C.LESION_PROBABILITY)
         return {**out, **roi_outputs(lesion, given, masks, post)}
 
-    examples = tf.TensorSpec([None], tf.string, name=C.EXAMPLES)
-
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_examples(serialized):
         return answer(*parsed_inputs(serialized, ignore_masks=False), explain=True)
 
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_predict_only(serialized):
         return answer(*parsed_inputs(serialized, ignore_masks=False), explain=False)
 
-    @tf.function(autograph=False, input_signature=[examples])
+    @tf.function(autograph=False, input_signature=[EXAMPLES])
     def serve_no_mask(serialized):
         return answer(*parsed_inputs(serialized, ignore_masks=True), explain=False)
 
-    @tf.function(
-        autograph=False,
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=C.IMAGE_BYTES),
-            tf.TensorSpec([None], tf.string, name=C.MASK_BYTES),
-        ],
-    )
+    @tf.function(autograph=False, input_signature=IMAGE_BYTES)
     def serve_images(image_bytes, mask_bytes):
         prepared = prepare_images(
             image_bytes, mask_bytes, opts.image_size, False, opts.max_pixels, side
@@ -106,16 +92,10 @@ def joint_signatures(
         given = tf.strings.length(mask_bytes) > 0
         return answer(images, given, prepared.mask, explain=True)
 
-    raw_spec = tf_transform_output.raw_feature_spec()
-
-    @tf.function(autograph=False, input_signature=[examples])
-    def transform_features(serialized):
-        return model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-
     return {
         C.SERVING_DEFAULT: serve_examples.get_concrete_function(),
         C.PREDICT_IMAGES: serve_images.get_concrete_function(),
         C.PREDICT_ONLY: serve_predict_only.get_concrete_function(),
         C.PREDICT_NO_MASK: serve_no_mask.get_concrete_function(),
-        C.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
+        C.TRANSFORM_FEATURES: transform_features_signature(model, tf_transform_output),
     }

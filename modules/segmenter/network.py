@@ -226,6 +226,14 @@ def apply_roi(
     return images * big, whole
 
 
+def whole_if_empty(masks: tf.Tensor) -> tf.Tensor:
+    """[B, h, w] (any trailing dims) -> the same, an all-zero mask replaced by all ones: a
+    request's empty mask means the whole image (the two-stage ROI, the joint attention)."""
+    empty = tf.reduce_all(tf.equal(masks, 0), axis=tf.range(1, tf.rank(masks)))
+    shape = tf.concat([tf.shape(empty), tf.ones([tf.rank(masks) - 1], tf.int32)], 0)
+    return tf.where(tf.reshape(empty, shape), tf.ones_like(masks), masks)
+
+
 def small_mask(masks: tf.Tensor) -> tf.Tensor:
     """[B, h, w] 0/1 -> the `roi_mask` output: uint8 [B, ROI_MASK_SIZE, ROI_MASK_SIZE]."""
     m = C.ROI_MASK_SIZE
@@ -261,10 +269,9 @@ def choose_roi(
     if segmenter is None:  # ROI off: the whole image, whatever the request carried
         source = tf.fill([batch], C.ROI_NONE)
         return full_images, source, whole, whole_boxes
-    empty_given = tf.reduce_all(tf.equal(given_masks, 0), axis=[1, 2])
     if crop_margin is None:
         given_boxes = whole_boxes
-        given_small = tf.where(empty_given[:, None, None], whole, small_mask(given_masks))
+        given_small = small_mask(whole_if_empty(given_masks))
     else:
         given_boxes = roi_crop.mask_boxes(given_masks, crop_margin)
         given_small = roi_crop.box_masks(given_boxes, m)
