@@ -23,11 +23,11 @@ import time
 import numpy as np
 
 from lesionlens.report.grid import Variant, profile_config, result_path
+from lesionlens.reproduce.timing import TIMED_IMAGES, seconds_per_image
 from modules import contract as C
 from modules.raw_examples import without_mask
 
 GALLERY_PER_KIND = 2  # true positives, false negatives, false positives (malignant)
-TIMED_IMAGES = 16
 
 
 def _feature(record: bytes, name: str) -> bytes:
@@ -85,18 +85,8 @@ def gallery(model, records: dict[str, bytes], per_image: dict, folder: str) -> l
 
 def inference_seconds(model, records: list[bytes]) -> float:
     """Median wall time of `serving_default` (Grad-CAM included, no mask) at batch 1."""
-    import tensorflow as tf
-
-    predict = model.signatures[C.SERVING_DEFAULT]
-    batches = [tf.constant([without_mask(r)]) for r in records[:TIMED_IMAGES]]
-    for b in batches[:2]:
-        predict(**{C.EXAMPLES: b})
-    times = []
-    for b in batches:
-        t0 = time.perf_counter()
-        predict(**{C.EXAMPLES: b})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    seconds = seconds_per_image(model, [without_mask(r) for r in records[:TIMED_IMAGES]])
+    return float("nan") if seconds is None else seconds  # no test image: as np.median([])
 
 
 def newest_model(pipeline_root: str, trainer: str) -> str | None:
